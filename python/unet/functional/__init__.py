@@ -1,0 +1,18 @@
+"""Stateless differentiable functions (``unet.functional``, usually imported as ``F``).
+
+Light ops run through the array module; the heavy ones (the fused linear
+kernel, and the recurrent and convolution kernels to come) call ``unet._C``.
+"""
+from .activation import gelu, leaky_relu, log_softmax, relu, sigmoid, softmax, tanh
+from .dropout import dropout
+from .embedding import embedding
+from .linear import linear
+from .loss import binary_cross_entropy_with_logits, cross_entropy, mse_loss, nll_loss
+from .normalization import layer_norm
+from .tensor_ops import cat, concat, split, stack, where
+
+__all__ = [
+    "gelu", "leaky_relu", "log_softmax", "relu", "sigmoid", "softmax", "tanh", "dropout",
+    "embedding", "linear", "binary_cross_entropy_with_logits", "cross_entropy", "mse_loss",
+    "nll_loss", "layer_norm", "cat", "concat", "split", "stack", "where",
+]

@@ -1,0 +1,5 @@
+"""Build and machine report (placeholder until written)."""
+
+
+def info():
+    raise NotImplementedError

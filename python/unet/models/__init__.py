@@ -1,0 +1,2 @@
+"""Models (placeholder until written)."""
+UNet = None

@@ -1,0 +1,14 @@
+"""Layers, losses and initialisers, with torch.nn's names, arguments and parameter names."""
+from . import init
+from .containers import ModuleList, Sequential
+from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, LeakyReLU, Linear, LogSoftmax,
+                     ReLU, Sigmoid, Softmax, Tanh)
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
+from .module import Module, Parameter
+from .rnn import LSTM
+
+__all__ = [
+    "init", "Module", "Parameter", "Sequential", "ModuleList", "Linear", "Embedding", "Dropout",
+    "LayerNorm", "Identity", "ReLU", "GELU", "Tanh", "Sigmoid", "LeakyReLU", "Softmax",
+    "LogSoftmax", "MSELoss", "CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss", "LSTM",
+]
