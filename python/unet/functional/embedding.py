@@ -25,7 +25,6 @@ class EmbeddingFunction(Function):
 
 def check_indices(ids, size: int, argname: str, ignore_index=None):
     """Raise IndexError naming ``argname`` if any id falls outside [0, size) (ignore_index aside)."""
-    xp = array_module(ids)
     if ids.dtype.kind not in "iu":
         raise TypeError(f"{argname}: expected integer ids, got dtype {ids.dtype}")
     if ids.size == 0:
@@ -39,6 +38,21 @@ def check_indices(ids, size: int, argname: str, ignore_index=None):
 
 
 def embedding(ids, weight: Tensor, padding_idx=None) -> Tensor:
-    raw = ids.data if isinstance(ids, Tensor) else array_module(weight.data).asarray(ids)
+    """Rows of ``weight`` (num_embeddings, dim) at integer ``ids`` of any shape: ``ids.shape + (dim,)``."""
+    if not isinstance(weight, Tensor) or weight.ndim != 2:
+        raise ValueError(f"weight: expected a 2-D Tensor (num_embeddings, embedding_dim), got "
+                         f"{getattr(weight, 'shape', type(weight).__name__)}")
+    xp = array_module(weight.data)
+    if isinstance(ids, Tensor):
+        if ids.device != weight.device:
+            raise ValueError(f"ids: on {ids.device}, weight on {weight.device}; move one with .to()")
+        raw = ids.data
+    else:
+        raw = xp.asarray(ids)
     check_indices(raw, weight.shape[0], "ids")
+    if padding_idx is not None:
+        if not -weight.shape[0] <= padding_idx < weight.shape[0]:
+            raise ValueError(f"padding_idx: expected a value in [{-weight.shape[0]}, {weight.shape[0]}), "
+                             f"got {padding_idx}")
+        padding_idx %= weight.shape[0]
     return EmbeddingFunction.apply(weight, raw, padding_idx)

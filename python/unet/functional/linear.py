@@ -71,12 +71,12 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: st
         raise ValueError(f"bias: expected shape ({weight.shape[0]},), got {getattr(bias, 'shape', bias)}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
+    if not backend.is_floating(x.dtype):
+        raise TypeError(f"x: expected a floating-point tensor, got {x.dtype}")
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.dtype != x.dtype:
             raise TypeError(f"{name}: dtype {t.dtype} differs from x's {x.dtype}; cast one with .to()")
         if t is not None and t.device != x.device:
             raise ValueError(f"{name}: on {t.device}, x on {x.device}; move one with .to()")
-    if not backend.is_floating(x.dtype):
-        raise TypeError(f"x: expected a floating-point tensor, got {x.dtype}")
     args = (x, weight) if bias is None else (x, weight, bias)
     return LinearFunction.apply(*args, activation=activation)

@@ -1,36 +1,55 @@
 """Sequential and ModuleList."""
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from .module import Module
 
 
 class Sequential(Module):
+    """Calls its modules in order; ``Sequential(a, b)`` or ``Sequential(OrderedDict(name=module))``."""
+
     def __init__(self, *modules):
         super().__init__()
-        for index, module in enumerate(modules):
-            self.add_module(str(index), module)
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            for name, module in modules[0].items():
+                self.add_module(name, module)
+        else:
+            for index, module in enumerate(modules):
+                _check_module(module, f"modules[{index}]")
+                self.add_module(str(index), module)
 
     def forward(self, x):
         for module in self.children():
             x = module(x)
         return x
 
+    def append(self, module):
+        _check_module(module, "module")
+        self.add_module(str(len(self._modules)), module)
+        return self
+
     def __getitem__(self, index):
-        return list(self.children())[index]
+        if isinstance(index, slice):
+            return Sequential(OrderedDict(list(self._modules.items())[index]))
+        return list(self._modules.values())[index]
+
+    def __iter__(self):
+        return iter(self._modules.values())
 
     def __len__(self):
         return len(self._modules)
 
 
 class ModuleList(Module):
+    """A list of modules whose parameters are registered as ``0.weight``, ``1.weight``, ..."""
+
     def __init__(self, modules=()):
         super().__init__()
-        for module in modules:
-            self.append(module)
+        self.extend(modules)
 
     def append(self, module):
-        if not isinstance(module, Module):
-            raise TypeError(f"module: expected a Module, got {type(module).__name__}")
+        _check_module(module, "module")
         self.add_module(str(len(self._modules)), module)
         return self
 
@@ -40,6 +59,8 @@ class ModuleList(Module):
         return self
 
     def __getitem__(self, index):
+        if isinstance(index, slice):
+            return ModuleList(list(self._modules.values())[index])
         return list(self._modules.values())[index]
 
     def __iter__(self):
@@ -47,3 +68,8 @@ class ModuleList(Module):
 
     def __len__(self):
         return len(self._modules)
+
+
+def _check_module(module, argname):
+    if not isinstance(module, Module):
+        raise TypeError(f"{argname}: expected a Module, got {type(module).__name__}")

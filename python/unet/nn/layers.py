@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
 from .. import functional as F
-from ..backend import DEFAULT_FLOAT, resolve_dtype
+from ..backend import DEFAULT_FLOAT, is_floating, resolve_dtype
 from ..functional.linear import ACTIVATIONS
 from ..tensor import Tensor
 from . import init
@@ -14,13 +15,28 @@ from .module import Module, Parameter
 
 
 def _empty(*shape, dtype=None):
-    return Parameter(np.zeros(shape, dtype=resolve_dtype(dtype) if dtype else DEFAULT_FLOAT))
+    dtype = resolve_dtype(dtype) if dtype is not None else DEFAULT_FLOAT
+    if not is_floating(dtype):
+        raise TypeError(f"dtype: parameters need a floating-point dtype, got {dtype}")
+    return Parameter(np.zeros(shape, dtype=dtype))
 
 
 def _positive(name, value):
-    if not isinstance(value, (int, np.integer)) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{name}: expected a positive int, got {value!r}")
     return int(value)
+
+
+def _flag(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {value!r}")
+    return bool(value)
+
+
+def _probability(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name}: expected a probability in [0, 1], got {value!r}")
+    return float(value)
 
 
 class Linear(Module):
@@ -34,9 +50,7 @@ class Linear(Module):
             raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
         self.activation = activation
         self.weight = _empty(out_features, in_features, dtype=dtype)
-        self.bias = _empty(out_features, dtype=dtype) if bias else None
-        if not bias:
-            self.register_parameter("bias", None)
+        self.register_parameter("bias", _empty(out_features, dtype=dtype) if _flag("bias", bias) else None)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -60,9 +74,11 @@ class Embedding(Module):
         self.num_embeddings = _positive("num_embeddings", num_embeddings)
         self.embedding_dim = _positive("embedding_dim", embedding_dim)
         if padding_idx is not None:
-            if not -num_embeddings <= padding_idx < num_embeddings:
-                raise ValueError(f"padding_idx: expected a value in [{-num_embeddings}, {num_embeddings}), got {padding_idx}")
-            padding_idx %= num_embeddings
+            if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)) \
+                    or not -num_embeddings <= padding_idx < num_embeddings:
+                raise ValueError(f"padding_idx: expected an int in [{-num_embeddings}, {num_embeddings}), "
+                                 f"got {padding_idx!r}")
+            padding_idx = int(padding_idx) % num_embeddings
         self.padding_idx = padding_idx
         self.weight = _empty(num_embeddings, embedding_dim, dtype=dtype)
         self.reset_parameters()
@@ -83,47 +99,58 @@ class Embedding(Module):
 class Dropout(Module):
     def __init__(self, p=0.5):
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p: expected a probability in [0, 1], got {p}")
-        self.p = p
+        self.p = _probability("p", p)
 
     def forward(self, x):
-        return F.dropout(x, self.p, self.training)
+        return F.dropout(_tensor(x), self.p, self.training)
 
     def extra_repr(self):
         return f"p={self.p}"
 
 
 class LayerNorm(Module):
+    """Normalise over the trailing ``normalized_shape`` dims, then scale by ``weight`` and shift by ``bias``."""
+
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=None):
         super().__init__()
-        self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-        self.eps = eps
-        self.weight = self.bias = None
-        if elementwise_affine:
-            self.weight = init.ones_(_empty(*self.normalized_shape, dtype=dtype))
-            if bias:
-                self.bias = _empty(*self.normalized_shape, dtype=dtype)
-        if self.weight is None:
-            self.register_parameter("weight", None)
-        if self.bias is None:
-            self.register_parameter("bias", None)
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else normalized_shape
+        if not isinstance(shape, (tuple, list)) or not shape:
+            raise ValueError(f"normalized_shape: expected a positive int or a non-empty tuple of them, "
+                             f"got {normalized_shape!r}")
+        self.normalized_shape = tuple(_positive("normalized_shape", n) for n in shape)
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < math.inf:
+            raise ValueError(f"eps: expected a positive finite number, got {eps!r}")
+        self.eps = float(eps)
+        affine = _flag("elementwise_affine", elementwise_affine)
+        with_bias = affine and _flag("bias", bias)
+        self.register_parameter("weight", init.ones_(_empty(*self.normalized_shape, dtype=dtype)) if affine else None)
+        self.register_parameter("bias", _empty(*self.normalized_shape, dtype=dtype) if with_bias else None)
 
     def forward(self, x):
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
-        return f"{self.normalized_shape}, eps={self.eps}"
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.weight is not None}, "
+                f"bias={self.bias is not None}")
+
+
+def _tensor(x, argname="x"):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{argname}: expected a Tensor, got {type(x).__name__}")
+    return x
 
 
 class _Elementwise(Module):
     fn = None
 
     def forward(self, x):
-        return type(self).fn(x)
+        return type(self).fn(_tensor(x))
 
 
 class Identity(Module):
+    def __init__(self, *args, **kwargs):  # accepts and ignores arguments, like torch's
+        super().__init__()
+
     def forward(self, x):
         return x
 
@@ -133,7 +160,13 @@ class ReLU(_Elementwise):
 
 
 class GELU(_Elementwise):
+    """The exact (erf) GELU; torch's ``approximate='tanh'`` is not offered."""
     fn = staticmethod(F.gelu)
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        if approximate != "none":
+            raise ValueError(f"approximate: only 'none' (the exact erf form) is supported, got {approximate!r}")
 
 
 class Tanh(_Elementwise):
@@ -147,21 +180,32 @@ class Sigmoid(_Elementwise):
 class LeakyReLU(Module):
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        self.negative_slope = negative_slope
+        if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real) \
+                or not math.isfinite(negative_slope):
+            raise ValueError(f"negative_slope: expected a finite number, got {negative_slope!r}")
+        self.negative_slope = float(negative_slope)
 
     def forward(self, x):
-        return F.leaky_relu(x, self.negative_slope)
+        return F.leaky_relu(_tensor(x), self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
 
 
 class Softmax(Module):
     def __init__(self, dim=-1):
         super().__init__()
-        self.dim = dim
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+            raise TypeError(f"dim: expected an int, got {dim!r}")
+        self.dim = int(dim)
 
     def forward(self, x):
-        return F.softmax(x, self.dim)
+        return F.softmax(_tensor(x), self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
 
 
 class LogSoftmax(Softmax):
     def forward(self, x):
-        return F.log_softmax(x, self.dim)
+        return F.log_softmax(_tensor(x), self.dim)

@@ -1,9 +1,22 @@
 """Loss modules over ``unet.functional``'s losses."""
 from __future__ import annotations
 
+import numbers
+
 from .. import functional as F
 from ..functional.loss import check_reduction
+from ..tensor import Tensor
 from .module import Module
+
+
+def _optional_tensor(value, argname):
+    """Class weights etc. become buffers (saved, moved and cast with the module): Tensors or None."""
+    if value is None or isinstance(value, Tensor):
+        return value
+    try:
+        return Tensor(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{argname}: expected a Tensor or an array of numbers, got {type(value).__name__}") from None
 
 
 class _Loss(Module):
@@ -11,6 +24,9 @@ class _Loss(Module):
         super().__init__()
         check_reduction(reduction)
         self.reduction = reduction
+
+    def extra_repr(self):
+        return f"reduction={self.reduction!r}" if self.reduction != "mean" else ""
 
 
 class MSELoss(_Loss):
@@ -21,7 +37,12 @@ class MSELoss(_Loss):
 class _WeightedLoss(_Loss):
     def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
         super().__init__(reduction)
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+            raise TypeError(f"ignore_index: expected an int, got {ignore_index!r}")
         self.ignore_index = ignore_index
+        weight = _optional_tensor(weight, "weight")
+        if weight is not None and weight.ndim != 1:
+            raise ValueError(f"weight: expected a 1-D tensor, one weight per class, got shape {weight.shape}")
         self.register_buffer("weight", weight)
 
 
@@ -33,9 +54,10 @@ class NLLLoss(_WeightedLoss):
 class CrossEntropyLoss(_WeightedLoss):
     def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         super().__init__(weight, ignore_index, reduction)
-        if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"label_smoothing: expected a value in [0, 1], got {label_smoothing}")
-        self.label_smoothing = label_smoothing
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) \
+                or not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"label_smoothing: expected a value in [0, 1], got {label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
 
     def forward(self, input, target):
         return F.cross_entropy(input, target, self.weight, self.ignore_index, self.reduction,
@@ -45,8 +67,8 @@ class CrossEntropyLoss(_WeightedLoss):
 class BCEWithLogitsLoss(_Loss):
     def __init__(self, weight=None, reduction="mean", pos_weight=None):
         super().__init__(reduction)
-        self.register_buffer("weight", weight)
-        self.register_buffer("pos_weight", pos_weight)
+        self.register_buffer("weight", _optional_tensor(weight, "weight"))
+        self.register_buffer("pos_weight", _optional_tensor(pos_weight, "pos_weight"))
 
     def forward(self, input, target):
         return F.binary_cross_entropy_with_logits(input, target, self.weight, self.reduction,

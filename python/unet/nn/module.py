@@ -6,7 +6,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ..autograd import no_grad
-from ..backend import array_module
+from ..backend import Device, array_module, is_floating
 from ..tensor import Tensor
 
 
@@ -24,9 +24,9 @@ class Parameter(Tensor):
 class Module:
     """Base class of every layer and model.
 
-    Assigning a Parameter, a Module or a buffer (``register_buffer``) as an
-    attribute registers it, so ``parameters()``, ``state_dict()`` and ``to()``
-    find it; names follow torch (``encoder.weight_ih_l0``).
+    Assigning a Parameter or a Module as an attribute registers it (buffers go
+    through ``register_buffer``), so ``parameters()``, ``state_dict()`` and
+    ``to()`` find it; names follow torch (``encoder.weight_ih_l0``).
     """
 
     def __init__(self):
@@ -40,19 +40,25 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
                                  f"before assigning {name!r}")
-        if value is None:
-            for table in (self._parameters, self._modules, self._buffers):
-                if name in table:  # `self.bias = None` keeps the slot, as in torch
-                    table[name] = None
-                    return
-        was_buffer = name in self._buffers
-        for table in (self._parameters, self._modules, self._buffers):
-            table.pop(name, None)
         if isinstance(value, Parameter):
-            self._parameters[name] = value
+            self.register_parameter(name, value)
         elif isinstance(value, Module):
-            self._modules[name] = value
-        elif isinstance(value, Tensor) and was_buffer:
+            self.add_module(name, value)
+        elif name in self._parameters:
+            # torch refuses too: a plain tensor in a parameter's place would silently stop training
+            if value is not None:
+                raise TypeError(f"{name}: cannot assign a {type(value).__name__} to parameter {name!r} "
+                                "(expected a Parameter or None)")
+            self._parameters[name] = None  # `self.bias = None` keeps the slot, as in torch
+        elif name in self._modules:
+            if value is not None:
+                raise TypeError(f"{name}: cannot assign a {type(value).__name__} to submodule {name!r} "
+                                "(expected a Module or None)")
+            self._modules[name] = None
+        elif name in self._buffers:
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(f"{name}: cannot assign a {type(value).__name__} to buffer {name!r} "
+                                "(expected a Tensor or None)")
             self._buffers[name] = value
         else:
             object.__setattr__(self, name, value)
@@ -71,22 +77,42 @@ class Module:
                 return
         object.__delattr__(self, name)
 
+    def _register(self, table, name, value, kind):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
+                                 f"before registering {name!r}")
+        if not isinstance(name, str) or not name or "." in name:
+            raise KeyError(f"name: expected a non-empty str without '.', got {name!r}")
+        if value is not None and not isinstance(value, kind):
+            raise TypeError(f"{name}: expected a {kind.__name__} or None, got {type(value).__name__}")
+        # one name, one place: a plain attribute left behind would shadow the registered value
+        self.__dict__.pop(name, None)
+        for other in (self._parameters, self._modules, self._buffers):
+            if other is not table:
+                other.pop(name, None)
+        table[name] = value
+
     def register_parameter(self, name: str, param: Parameter | None):
-        self._parameters[name] = param
+        self._register(self._parameters, name, param, Parameter)
 
     def register_buffer(self, name: str, tensor: Tensor | None):
         """A tensor saved with the state dict but not trained (running statistics, masks)."""
-        self._buffers[name] = tensor
+        self._register(self._buffers, name, tensor, Tensor)
 
     def add_module(self, name: str, module: "Module | None"):
-        self._modules[name] = module
+        self._register(self._modules, name, module, Module)
 
     # ------------------------------------------------------------ traversal
-    def named_modules(self, prefix=""):
+    def named_modules(self, prefix="", memo=None):
+        """Every module once (a shared one under its first name), self first."""
+        memo = set() if memo is None else memo
+        if id(self) in memo:
+            return
+        memo.add(id(self))
         yield prefix, self
         for name, child in self._modules.items():
             if child is not None:
-                yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+                yield from child.named_modules(f"{prefix}.{name}" if prefix else name, memo)
 
     def modules(self):
         return (m for _, m in self.named_modules())
@@ -97,26 +123,26 @@ class Module:
     def children(self):
         return (m for _, m in self.named_children())
 
-    def named_parameters(self, prefix="", recurse=True):
+    def _named_entries(self, table, prefix, recurse):
         seen = set()
         modules = self.named_modules(prefix) if recurse else [(prefix, self)]
         for module_name, module in modules:
-            for name, p in module._parameters.items():
-                if p is not None and id(p) not in seen:
-                    seen.add(id(p))
-                    yield (f"{module_name}.{name}" if module_name else name), p
+            for name, t in getattr(module, table).items():
+                if t is not None and id(t) not in seen:  # a tied weight is listed once
+                    seen.add(id(t))
+                    yield (f"{module_name}.{name}" if module_name else name), t
+
+    def named_parameters(self, prefix="", recurse=True):
+        return self._named_entries("_parameters", prefix, recurse)
 
     def parameters(self, recurse=True):
         return (p for _, p in self.named_parameters(recurse=recurse))
 
-    def named_buffers(self, prefix=""):
-        for module_name, module in self.named_modules(prefix):
-            for name, b in module._buffers.items():
-                if b is not None:
-                    yield (f"{module_name}.{name}" if module_name else name), b
+    def named_buffers(self, prefix="", recurse=True):
+        return self._named_entries("_buffers", prefix, recurse)
 
-    def buffers(self):
-        return (b for _, b in self.named_buffers())
+    def buffers(self, recurse=True):
+        return (b for _, b in self.named_buffers(recurse=recurse))
 
     def apply(self, fn):
         """Call ``fn(module)`` on every submodule, then on self (torch's order)."""
@@ -127,8 +153,11 @@ class Module:
 
     # ------------------------------------------------------------ modes and grads
     def train(self, mode: bool = True):
-        for m in self.modules():
-            object.__setattr__(m, "training", bool(mode))
+        if not isinstance(mode, bool):
+            raise ValueError(f"mode: expected a bool, got {mode!r}")
+        object.__setattr__(self, "training", mode)
+        for child in self.children():  # through train(), so a child's override runs
+            child.train(mode)
         return self
 
     def eval(self):
@@ -148,14 +177,20 @@ class Module:
 
     # ------------------------------------------------------------ devices and dtypes
     def to(self, *args, **kwargs):
-        """Move/cast every parameter and buffer in place (parameters keep their identity)."""
+        """Move/cast every parameter, buffer and gradient in place (parameters keep their identity).
+
+        A dtype applies to floating-point tensors only; integer buffers keep theirs.
+        """
         with no_grad():
             for t in list(self.parameters()) + list(self.buffers()):
-                moved = t.to(*args, **kwargs) if t.dtype.kind == "f" else _move_only(t, *args, **kwargs)
-                if moved is not t:
-                    t.data = moved.data
-                    t.grad = None
-                    t._bump()
+                for held in (t, t.grad):
+                    if held is None:
+                        continue
+                    moved = held.to(*args, **kwargs) if is_floating(held.dtype) else \
+                        _move_only(held, *args, **kwargs)
+                    if moved is not held:
+                        held.data = moved.data
+                        held._bump()
         return self
 
     def cpu(self):
@@ -177,24 +212,29 @@ class Module:
         return OrderedDict((k, v.detach()) for k, v in state.items())
 
     def load_state_dict(self, state_dict, strict: bool = True):
-        """Copy values (Tensors, numpy arrays, or anything with ``.numpy()``, e.g. torch tensors) in by name."""
+        """Copy values in by name: unet Tensors, numpy arrays or torch tensors (anything with ``.numpy()``).
+
+        Every key and shape is checked before anything is written, so a bad
+        state dict leaves the module as it was. Returns (missing, unexpected).
+        """
         own = OrderedDict(self.named_parameters())
         own.update(self.named_buffers())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
             raise KeyError(f"state_dict: missing keys {missing}, unexpected keys {unexpected}")
-        with no_grad():
-            for name, value in state_dict.items():
-                if name not in own:
-                    continue
-                target = own[name]
-                array = _as_array(value, name)
+        arrays = {}
+        for name, target in own.items():
+            if name in state_dict:
+                array = _as_array(state_dict[name], name)
                 if tuple(array.shape) != target.shape:
-                    raise ValueError(f"state_dict[{name!r}]: expected shape {target.shape}, got {tuple(array.shape)}")
-                xp = array_module(target.data)
-                target.data[...] = xp.asarray(array, dtype=target.dtype)
-                target._bump()
+                    raise ValueError(f"state_dict[{name!r}]: expected shape {target.shape}, "
+                                     f"got {tuple(array.shape)}")
+                arrays[name] = array
+        for name, array in arrays.items():
+            target = own[name]
+            target.data[...] = array_module(target.data).asarray(array, dtype=target.dtype)
+            target._bump()
         return missing, unexpected
 
     # ------------------------------------------------------------ calling
@@ -208,15 +248,20 @@ class Module:
         return ""
 
     def __repr__(self):
-        lines = [f"({name}): " + repr(child).replace("\n", "\n  ") for name, child in self.named_children()]
-        head = f"{type(self).__name__}({self.extra_repr()}"
-        return head + ")" if not lines else head + "\n  " + "\n  ".join(lines) + "\n)"
+        """torch's layout: one line for a leaf, else extra_repr lines then ``(name): child`` lines."""
+        extra = self.extra_repr()
+        extra = extra.split("\n") if extra else []
+        children = [f"({name}): " + repr(child).replace("\n", "\n  ") for name, child in self.named_children()]
+        if len(extra) == 1 and not children:
+            return f"{type(self).__name__}({extra[0]})"
+        body = "".join(f"\n  {line}" for line in extra + children)
+        return f"{type(self).__name__}({body}\n)" if body else f"{type(self).__name__}()"
 
 
 def _move_only(t, *args, dtype=None, device=None):
     """Integer/bool buffers move between devices but keep their dtype."""
     for arg in args:
-        if isinstance(arg, str) and arg.split(":")[0] in ("cpu", "cuda"):
+        if isinstance(arg, Device) or (isinstance(arg, str) and arg.split(":")[0] in ("cpu", "cuda")):
             device = arg
     return t.to(device=device) if device is not None else t
 
@@ -225,7 +270,9 @@ def _as_array(value, name):
     if isinstance(value, Tensor):
         return value.data
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
-        return value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        # numpy has no bfloat16 of its own: widen it (torch's float16/32/64 convert as they are)
+        return value.float().numpy() if str(value.dtype) == "torch.bfloat16" else value.numpy()
     if hasattr(value, "shape"):
         return value
     try:
