@@ -11,8 +11,8 @@ from ._version import __version__
 from .autograd import enable_grad, is_grad_enabled, no_grad
 from .backend import (Device, bfloat16, bool_, cuda_available, float16, float32, float64, int32,
                       int64, manual_seed)
-from .creation import (arange, from_dlpack, full, ones, ones_like, rand, randn, tensor, zeros,
-                       zeros_like)
+from .creation import (arange, from_dlpack, full, full_like, ones, ones_like, rand, rand_like, randn,
+                       randn_like, tensor, zeros, zeros_like)
 from .tensor import Tensor
 from . import functional
 from .functional import cat, concat, stack, where
@@ -25,7 +25,7 @@ device = Device
 
 __all__ = [
     "__version__", "Tensor", "tensor", "zeros", "ones", "full", "zeros_like", "ones_like",
-    "randn", "rand", "arange", "from_dlpack", "no_grad", "enable_grad", "is_grad_enabled",
+    "full_like", "randn_like", "rand_like", "randn", "rand", "arange", "from_dlpack", "no_grad", "enable_grad", "is_grad_enabled",
     "manual_seed", "cuda_available", "device", "float64", "float32", "float16", "bfloat16",
     "int64", "int32", "bool_", "cat", "concat", "stack", "where", "functional", "nn", "optim",
     "save", "load", "info", "UNet",

@@ -12,7 +12,7 @@ import contextlib
 import threading
 import weakref
 
-from .backend import array_module
+from .backend import array_module, is_floating
 
 _state = threading.local()
 
@@ -91,20 +91,43 @@ class Function:
         if single:
             outputs = (outputs,)
         needs_grad = is_grad_enabled() and any(t.requires_grad for t in tensors)
-        results = tuple(Tensor._wrap(o, requires_grad=needs_grad) for o in outputs)
+        # only floating-point outputs carry gradients (x.long() of a leaf is a constant)
+        results = tuple(Tensor._wrap(o, requires_grad=needs_grad and is_floating(o.dtype))
+                        for o in outputs)
+        for r in results:
+            _share_version(r, tensors)
         if needs_grad:
             node.inputs = tensors
             node.needs_input_grad = tuple(t.requires_grad for t in tensors)
-            node.out_meta = tuple((o.shape, o.dtype) for o in outputs)
+            node.out_meta = tuple((r.shape, r.dtype) for r in results)
             for index, r in enumerate(results):
-                r._node, r._out_index = node, index
+                if r.requires_grad:
+                    r._node, r._out_index = node, index
             saved = (tensors if cls.saves_inputs else ()) + (results if cls.saves_outputs else ())
             node._saved = tuple((t, t._version) for t in saved)
         return results[0] if single else results
 
     def _release(self):
+        """Drop what forward saved (the arrays are the graph's memory); keep what the engine reads."""
+        for name in [n for n in vars(self) if n not in _ENGINE_ATTRS]:
+            delattr(self, name)
         self._saved = ()
         self._freed = True
+
+
+_ENGINE_ATTRS = frozenset({"inputs", "needs_input_grad", "out_meta", "_saved", "_freed", "_retained"})
+
+
+def _share_version(result, tensors):
+    """A view of an input (reshape, slice, split ...) shares its version counter, so an in-place
+    change made through either one is seen by backward as a change of both."""
+    if result.data.base is None:  # a fresh array (most results): nothing to share
+        return
+    xp = array_module(result.data)
+    for t in tensors:
+        if array_module(t.data) is xp and xp.may_share_memory(result.data, t.data):
+            result._version_box = t._version_box
+            return
 
 
 def _topological_order(root_node):
@@ -162,6 +185,8 @@ def run_backward(root, grad, retain_graph: bool = False):
                 if g.shape != t.shape:
                     raise RuntimeError(f"{type(node).__name__}.backward produced a gradient of shape "
                                        f"{g.shape} for an input of shape {t.shape}")
+                if g.dtype != t.dtype:  # mixed-dtype ops: each input gets a gradient of its own dtype
+                    g = g.astype(t.dtype)
                 if t._node is None:
                     t._accumulate_grad(g)
                 else:

@@ -130,11 +130,10 @@ class MatMul(Function):
         a, b = self.a, self.b
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        g2 = g
+        # restore the axes numpy dropped: b's first (the last axis), then a's (1-D @ 1-D gives 0-d)
+        g2 = xp.expand_dims(g, -1) if b.ndim == 1 else g
         if a.ndim == 1:
             g2 = xp.expand_dims(g2, -2)
-        if b.ndim == 1:
-            g2 = xp.expand_dims(g2, -1)
         ga = gb = None
         if self.needs_input_grad[0]:
             ga = unbroadcast(g2 @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
@@ -215,7 +214,7 @@ class Relu(Function):
 
     def forward(self, a):
         self.mask = a > 0
-        return a * self.mask
+        return array_module(a).where(self.mask, a, a.dtype.type(0))  # not a * mask: -inf * 0 is nan
 
     def backward(self, g):
         return g * self.mask
@@ -284,10 +283,13 @@ def _normalize_axes(axis, ndim):
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     out = []
     for ax in axes:
-        if not -ndim <= ax < max(ndim, 1):
+        bound = max(ndim, 1)  # a 0-d tensor accepts dim 0 and -1 (and reduces nothing), like torch
+        if not -bound <= ax < bound:
             raise IndexError(f"dim: {ax} is out of range for a tensor of {ndim} dimensions")
-        out.append(ax % max(ndim, 1))
-    return tuple(out)
+        out.append(ax % bound)
+    if len(set(out)) != len(out):
+        raise ValueError(f"dim: {axis} names a dimension twice")
+    return tuple(out) if ndim else ()
 
 
 def _expand_reduced(g, shape, axes, keepdims):
@@ -335,23 +337,25 @@ class Var(Function):
 
     def backward(self, g):
         g = _expand_reduced(g, self.centered.shape, self.axes, self.keepdims)
-        return (g * self.centered * (2 / self.denom)).astype(g.dtype)
+        scale = 2 / self.denom if self.denom else float("nan")  # no degrees of freedom left
+        return (g * self.centered * scale).astype(g.dtype)
 
 
 class MaxMin(Function):
-    """max/min along one axis (or all): the gradient goes to the first extreme element."""
+    """max/min of all elements (the gradient is shared evenly by tied extremes, as in torch), or
+    along one axis (the gradient goes to the element whose index is returned, the first extreme)."""
     saves_inputs = False
 
     def forward(self, a, axis, keepdims, largest):
         xp = array_module(a)
         self.shape, self.keepdims = a.shape, keepdims
-        if axis is None:
-            flat = a.reshape(-1)
-            if flat.size == 0:
+        if axis is None or a.ndim == 0:
+            if a.size == 0:
                 raise ValueError("max/min of an empty tensor has no value")
             self.axis = None
-            self.index = flat.argmax() if largest else flat.argmin()
-            return flat[self.index].reshape((1,) * a.ndim if keepdims else ())
+            value = a.max() if largest else a.min()
+            self.ties = a == value
+            return xp.asarray(value).reshape((1,) * a.ndim if keepdims else ())
         (self.axis,) = _normalize_axes(axis, a.ndim)
         if a.shape[self.axis] == 0:
             raise ValueError(f"max/min over dim {axis} of size 0 has no value")
@@ -362,10 +366,9 @@ class MaxMin(Function):
 
     def backward(self, g):
         xp = array_module(g)
-        grad = xp.zeros(self.shape, dtype=g.dtype)
         if self.axis is None:
-            grad.reshape(-1)[self.index] = g.reshape(())
-            return grad
+            return (self.ties * (g.reshape(()) / self.ties.sum())).astype(g.dtype)
+        grad = xp.zeros(self.shape, dtype=g.dtype)
         if not self.keepdims:
             g = xp.expand_dims(g, self.axis)
         xp.put_along_axis(grad, self.index, g, axis=self.axis)
@@ -439,11 +442,14 @@ class GetItem(Function):
 
 
 class Gather(Function):
+    """torch.gather: ``index`` may be smaller than ``a`` outside ``axis``; it sets the output shape."""
     saves_inputs = False
 
     def forward(self, a, axis, index):
         self.shape, self.axis, self.index = a.shape, axis, index
-        return array_module(a).take_along_axis(a, index, axis=axis)
+        # take_along_axis broadcasts instead, so first cut ``a`` down to the index's extent
+        window = tuple(slice(None) if d == axis else slice(0, n) for d, n in enumerate(index.shape))
+        return array_module(a).take_along_axis(a[window], index, axis=axis)
 
     def backward(self, g):
         xp = array_module(g)
@@ -463,7 +469,7 @@ class Concat(Function):
         return array_module(arrays[0]).concatenate(arrays, axis=axis)
 
     def backward(self, g):
-        cuts = np.cumsum(self.sizes)[:-1]
+        cuts = np.cumsum(self.sizes)[:-1].tolist()
         return tuple(array_module(g).split(g, cuts, axis=self.axis))
 
 
@@ -484,7 +490,7 @@ class Split(Function):
 
     def forward(self, a, sizes, axis):
         self.axis = axis
-        cuts = np.cumsum(sizes)[:-1]
+        cuts = np.cumsum(sizes)[:-1].tolist()
         return tuple(array_module(a).split(a, cuts, axis=axis))
 
     def backward(self, *grads):

@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from . import backend
-from .autograd import is_grad_enabled, no_grad, retain, run_backward
+from .autograd import is_grad_enabled, retain, run_backward
 from .backend import Device, array_module, device_of, resolve_dtype
 
 MinMax = collections.namedtuple("MinMax", ["values", "indices"])
@@ -30,6 +30,8 @@ class Tensor:
         return t
 
     def _setup(self, data, requires_grad):
+        if isinstance(data, np.generic):  # numpy reductions return scalars; a Tensor holds an array
+            data = np.asarray(data)
         if requires_grad and not backend.is_floating(data.dtype):
             raise TypeError(f"requires_grad: only floating-point tensors can require gradients, "
                             f"got dtype {data.dtype}")
@@ -38,7 +40,8 @@ class Tensor:
         self.grad = None
         self._node = None
         self._out_index = 0
-        self._version = 0
+        # in-place changes counted in a box shared with every view of the same memory
+        self._version_box = [0]
 
     # ------------------------------------------------------------ properties
     shape = property(lambda self: tuple(self.data.shape))
@@ -47,6 +50,7 @@ class Tensor:
     device = property(lambda self: device_of(self.data))
     is_leaf = property(lambda self: self._node is None)
     grad_fn = property(lambda self: self._node)
+    _version = property(lambda self: self._version_box[0])
     T = property(lambda self: self.permute(*reversed(range(self.ndim))))
 
     def size(self, dim=None):
@@ -79,7 +83,9 @@ class Tensor:
 
     def __array__(self, dtype=None, copy=None):
         array = self.numpy()
-        return array if dtype is None else array.astype(dtype)
+        if dtype is not None and array.dtype != dtype:
+            return array.astype(dtype)
+        return array.copy() if copy else array  # np.array(t) must not alias t
 
     def __dlpack__(self, *args, **kwargs):
         return self.data.__dlpack__(*args, **kwargs)
@@ -167,7 +173,10 @@ class Tensor:
             self.grad.data += grad
 
     def detach(self):
-        return Tensor._wrap(self.data)
+        """The same memory outside the graph; an in-place change through it still counts."""
+        out = Tensor._wrap(self.data)
+        out._version_box = self._version_box
+        return out
 
     def requires_grad_(self, flag=True):
         if not self.is_leaf:
@@ -192,7 +201,7 @@ class Tensor:
                                "do it under unet.no_grad() (as optimizers do) or on a detached copy")
 
     def _bump(self):
-        self._version += 1
+        self._version_box[0] += 1
         return self
 
     def __setitem__(self, index, value):
@@ -231,6 +240,8 @@ class Tensor:
 
     # ------------------------------------------------------------ arithmetic
     def _binary(self, fn, other, reverse=False):
+        if isinstance(other, float) and not backend.is_floating(self.dtype):
+            self = self.to(backend.DEFAULT_FLOAT)  # int + 0.5 is float32, as in torch (numpy: float64)
         other = _operand(other, self)
         return fn.apply(other, self) if reverse else fn.apply(self, other)
 
@@ -248,6 +259,7 @@ class Tensor:
     __rmatmul__ = lambda self, o: self._binary(ops.MatMul, o, True)
     __neg__ = lambda self: ops.Neg.apply(self)
     __pos__ = lambda self: self
+    __abs__ = lambda self: ops.Abs.apply(self)
 
     def _compare(self, other, op):
         other = other.data if isinstance(other, Tensor) else other
@@ -293,6 +305,8 @@ class Tensor:
         return ops.Relu.apply(self)
 
     def clamp(self, min=None, max=None):
+        if min is None and max is None:
+            raise ValueError("clamp: at least one of min and max must be given")
         return ops.Clamp.apply(self, min, max)
 
     # ------------------------------------------------------------ reductions
@@ -311,13 +325,11 @@ class Tensor:
         return self.var(dim, correction, keepdim, unbiased).sqrt()
 
     def _extreme(self, dim, keepdim, largest):
-        values = ops.MaxMin.apply(self, dim, keepdim, largest)
         if dim is None:
-            return values
-        arg = self.data.argmax(axis=dim) if largest else self.data.argmin(axis=dim)
-        if keepdim:
-            arg = array_module(arg).expand_dims(arg, dim)
-        return MinMax(values, Tensor._wrap(arg))
+            return ops.MaxMin.apply(self, None, keepdim, largest)
+        dim = _dim(dim, self.ndim)
+        values = ops.MaxMin.apply(self, dim, keepdim, largest)
+        return MinMax(values, self.argmax(dim, keepdim) if largest else self.argmin(dim, keepdim))
 
     def max(self, dim=None, keepdim=False):
         """The largest element, or ``(values, indices)`` along ``dim``."""
@@ -327,12 +339,19 @@ class Tensor:
         return self._extreme(dim, keepdim, False)
 
     def argmax(self, dim=None, keepdim=False):
-        out = self.data.argmax(axis=dim, keepdims=keepdim)
-        return Tensor._wrap(array_module(self.data).asarray(out))
+        return self._arg(dim, keepdim, True)
 
     def argmin(self, dim=None, keepdim=False):
-        out = self.data.argmin(axis=dim, keepdims=keepdim)
-        return Tensor._wrap(array_module(self.data).asarray(out))
+        return self._arg(dim, keepdim, False)
+
+    def _arg(self, dim, keepdim, largest):
+        data = self.data
+        if dim is not None:
+            _dim(dim, self.ndim)
+            if self.ndim == 0:  # torch: the one element of a 0-d tensor is at index 0
+                data, dim = data.reshape(1), 0
+        out = data.argmax(axis=dim, keepdims=keepdim) if largest else data.argmin(axis=dim, keepdims=keepdim)
+        return Tensor._wrap(out.reshape(()) if self.ndim == 0 else out)
 
     # ------------------------------------------------------------ shapes
     def reshape(self, *shape):
@@ -344,18 +363,23 @@ class Tensor:
     def flatten(self, start_dim=0, end_dim=-1):
         if self.ndim == 0:
             return self.reshape(1)
-        start, end = start_dim % self.ndim, end_dim % self.ndim
+        start, end = _dim(start_dim, self.ndim), _dim(end_dim, self.ndim)
+        if start > end:
+            raise ValueError(f"dim: start_dim {start_dim} comes after end_dim {end_dim}")
         merged = int(np.prod(self.shape[start:end + 1]))
         return self.reshape(self.shape[:start] + (merged,) + self.shape[end + 1:])
 
     def permute(self, *dims):
-        dims = tuple(d % self.ndim for d in _shape_arg(dims))
+        dims = tuple(_dim(d, self.ndim) for d in _shape_arg(dims))
         if sorted(dims) != list(range(self.ndim)):
             raise ValueError(f"dims: expected a permutation of {tuple(range(self.ndim))}, got {dims}")
         return ops.Permute.apply(self, dims)
 
     def transpose(self, dim0, dim1):
         dims = list(range(self.ndim))
+        dim0, dim1 = _dim(dim0, self.ndim), _dim(dim1, self.ndim)
+        if dim0 == dim1:
+            return self
         dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
         return self.permute(*dims)
 
@@ -365,13 +389,13 @@ class Tensor:
     def squeeze(self, dim=None):
         if dim is None:
             return self.reshape(tuple(n for n in self.shape if n != 1))
-        dim %= max(self.ndim, 1)
+        dim = _dim(dim, self.ndim)
         if self.ndim == 0 or self.shape[dim] != 1:
             return self
         return self.reshape(self.shape[:dim] + self.shape[dim + 1:])
 
     def unsqueeze(self, dim):
-        dim = dim % (self.ndim + 1)
+        dim = _dim(dim, self.ndim + 1)
         return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
 
     def expand(self, *sizes):
@@ -385,6 +409,7 @@ class Tensor:
 
     def split(self, split_size, dim=0):
         """Pieces of ``split_size`` (an int, or a list of sizes) along ``dim``."""
+        dim = _dim(dim, self.ndim)
         length = self.shape[dim]
         if isinstance(split_size, numbers.Integral):
             if split_size <= 0:
@@ -392,19 +417,31 @@ class Tensor:
             sizes = [split_size] * (length // split_size) + ([length % split_size] if length % split_size else [])
         else:
             sizes = list(split_size)
-            if sum(sizes) != length:
+            if any(n < 0 for n in sizes) or sum(sizes) != length:
                 raise ValueError(f"split_size: sizes {sizes} do not add up to dim {dim}'s length {length}")
-        return ops.Split.apply(self, sizes, dim % self.ndim)
+        return ops.Split.apply(self, sizes, dim)
 
     def chunk(self, chunks, dim=0):
-        return self.split(-(-self.shape[dim] // chunks), dim)
+        if not isinstance(chunks, numbers.Integral) or chunks <= 0:
+            raise ValueError(f"chunks: expected a positive int, got {chunks!r}")
+        dim = _dim(dim, self.ndim)
+        return self.split(max(-(-self.shape[dim] // chunks), 1), dim)
 
     def __getitem__(self, index):
         return ops.GetItem.apply(self, _raw_index(index))
 
     def gather(self, dim, index):
-        index = index.data if isinstance(index, Tensor) else index
-        return ops.Gather.apply(self, dim % self.ndim, index)
+        """``out[i][j] = self[i][index[i][j]]`` (dim 1); like torch, ``index`` may be smaller than
+        ``self`` in the other dims, and it sets the output's shape."""
+        dim = _dim(dim, self.ndim)
+        index = index.data if isinstance(index, Tensor) else array_module(self.data).asarray(index)
+        if index.dtype.kind not in "iu":
+            raise TypeError(f"index: expected an integer tensor, got dtype {index.dtype}")
+        if index.ndim != self.ndim or any(i > n for d, (i, n) in enumerate(zip(index.shape, self.shape))
+                                          if d != dim):
+            raise ValueError(f"index: expected {self.ndim} dims no larger than {self.shape} outside "
+                             f"dim {dim}, got shape {index.shape}")
+        return ops.Gather.apply(self, dim, index)
 
     def masked_fill(self, mask, value):
         mask = mask.data if isinstance(mask, Tensor) else mask
@@ -422,8 +459,8 @@ def _to_array(data, dtype=None, device=None):
         array = data
     else:
         array = np.asarray(data)
-        if dtype is None and array.dtype == np.float64 and not isinstance(data, np.ndarray):
-            dtype = backend.DEFAULT_FLOAT  # Python floats become float32, numpy arrays keep theirs
+        if dtype is None and array.dtype == np.float64 and not isinstance(data, (np.ndarray, np.generic)):
+            dtype = backend.DEFAULT_FLOAT  # Python floats become float32, numpy data keeps its dtype
         if dtype is None and array.dtype not in backend.SUPPORTED_DTYPES:
             if array.dtype.kind in "iu":
                 dtype = backend.int64
@@ -448,6 +485,8 @@ def _operand(value, like: Tensor) -> Tensor:
     if isinstance(value, (bool, numbers.Number)) and not isinstance(value, np.ndarray):
         if isinstance(value, float) and not backend.is_floating(like.dtype):
             return Tensor._wrap(xp.asarray(value, dtype=backend.DEFAULT_FLOAT))
+        if like.dtype == backend.bool_ and not isinstance(value, (bool, np.bool_)):
+            return Tensor._wrap(xp.asarray(value, dtype=backend.int64))  # bool + 5 is 6, not True
         return Tensor._wrap(xp.asarray(value, dtype=like.dtype))
     if backend.is_cupy_array(value) != backend.is_cupy_array(like.data):
         raise ValueError(f"other: array on {device_of(value)}, tensor on {like.device}; move one first")
@@ -460,6 +499,17 @@ def _raw_index(index):
     if isinstance(index, tuple):
         return tuple(i.data if isinstance(i, Tensor) else i for i in index)
     return index
+
+
+def _dim(dim, ndim, argname="dim"):
+    """``dim`` in [-ndim, ndim) as a non-negative axis (a 0-d tensor takes 0 and -1, like torch)."""
+    if not isinstance(dim, numbers.Integral) or isinstance(dim, bool):
+        raise TypeError(f"{argname}: expected an int, got {dim!r}")
+    bound = max(ndim, 1)
+    if not -bound <= dim < bound:
+        raise IndexError(f"{argname}: {dim} is out of range for a tensor of {ndim} dimensions "
+                         f"(expected [{-bound}, {bound - 1}])")
+    return int(dim) % bound
 
 
 def _shape_arg(shape):

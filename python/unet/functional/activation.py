@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..autograd import Function
 from ..backend import array_module
 from ..ops import Gelu, Relu, Sigmoid, Tanh
+from ..tensor import _dim
 
 
 def relu(x):
@@ -57,15 +58,9 @@ class LogSoftmax(Function):
         return g - xp.exp(self.out) * g.sum(axis=self.dim, keepdims=True)
 
 
-def _dim(x, dim):
-    if not -x.ndim <= dim < max(x.ndim, 1):
-        raise IndexError(f"dim: {dim} is out of range for a tensor of {x.ndim} dimensions")
-    return dim % max(x.ndim, 1)
-
-
 def softmax(x, dim=-1):
-    return Softmax.apply(x, _dim(x, dim))
+    return Softmax.apply(x, _dim(dim, x.ndim))
 
 
 def log_softmax(x, dim=-1):
-    return LogSoftmax.apply(x, _dim(x, dim))
+    return LogSoftmax.apply(x, _dim(dim, x.ndim))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import ops
 from ..backend import array_module
-from ..tensor import Tensor, _operand
+from ..tensor import Tensor, _dim, _operand
 
 
 def _tensors(tensors, argname):
@@ -17,7 +17,9 @@ def _tensors(tensors, argname):
 
 def cat(tensors, dim=0):
     tensors = _tensors(tensors, "tensors")
-    return ops.Concat.apply(*tensors, axis=dim % tensors[0].ndim)
+    if tensors[0].ndim == 0:
+        raise ValueError("tensors: 0-d tensors cannot be concatenated; stack them instead")
+    return ops.Concat.apply(*tensors, axis=_dim(dim, tensors[0].ndim))
 
 
 concat = cat
@@ -25,7 +27,7 @@ concat = cat
 
 def stack(tensors, dim=0):
     tensors = _tensors(tensors, "tensors")
-    return ops.Stack.apply(*tensors, axis=dim % (tensors[0].ndim + 1))
+    return ops.Stack.apply(*tensors, axis=_dim(dim, tensors[0].ndim + 1))
 
 
 def where(condition, x, y):
