@@ -1,0 +1,270 @@
+#include "array.h"
+
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#ifdef UNET_WITH_CUDA
+#include "unet/cuda_device.h"
+#endif
+
+namespace unet::bindings {
+namespace {
+
+std::string type_name(py::handle obj) { return py::str(py::type::handle_of(obj).attr("__name__")); }
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::ostringstream s;
+  s << '(';
+  for (size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
+  s << (shape.size() == 1 ? ",)" : ")");
+  return s.str();
+}
+
+[[noreturn]] void type_error(const std::string& name, const std::string& msg) {
+  throw py::type_error(name + ": " + msg);
+}
+[[noreturn]] void value_error(const std::string& name, const std::string& msg) {
+  throw py::value_error(name + ": " + msg);
+}
+
+// What numpy calls the array's dtype, for messages; falls back to the buffer format.
+std::string dtype_of(py::handle obj, const std::string& fallback) {
+  try {
+    if (py::hasattr(obj, "dtype")) return py::str(obj.attr("dtype"));
+  } catch (const py::error_already_set&) {
+  }
+  return fallback;
+}
+
+// Layout and access checks shared by both kinds of array.
+void check_layout(const Array& a, Role role) {
+  for (int64_t s : a.t.shape)
+    if (s < 0) value_error(a.name, "negative dimension in shape " + shape_str(a.t.shape));
+  if (!a.t.is_contiguous())
+    value_error(a.name, "expected a C-contiguous array, got strides " + shape_str(a.t.strides) +
+                            " (bytes) for shape " + shape_str(a.t.shape) +
+                            "; make a contiguous copy (np.ascontiguousarray) first");
+  if (role == Role::Output && !a.t.writeable)
+    value_error(a.name, "expected a writeable array (it is an output), got a read-only one");
+}
+
+Array parse_buffer(py::handle obj, const std::string& name) {
+  Array a{name, {}, std::nullopt};
+  try {
+    a.buffer = py::reinterpret_borrow<py::buffer>(obj).request(/*writable=*/false);
+  } catch (const py::error_already_set& e) {  // e.g. object or datetime arrays
+    type_error(name, "expected a float32 or float64 array, got " +
+                         dtype_of(obj, type_name(obj)) + " (" + e.what() + ")");
+  }
+  const py::buffer_info& b = *a.buffer;
+  if (b.format == py::format_descriptor<float>::format() && b.itemsize == 4)
+    a.t.dtype = DType::Float32;
+  else if (b.format == py::format_descriptor<double>::format() && b.itemsize == 8)
+    a.t.dtype = DType::Float64;
+  else
+    type_error(name, "expected a float32 or float64 array, got " +
+                         dtype_of(obj, "buffer format '" + b.format + "'"));
+  a.t.ptr = b.ptr;
+  a.t.shape.assign(b.shape.begin(), b.shape.end());
+  a.t.strides.assign(b.strides.begin(), b.strides.end());
+  a.t.device = {DeviceType::CPU, 0};
+  a.t.writeable = !b.readonly;
+  return a;
+}
+
+// __cuda_array_interface__ (version 2 or 3): shape, typestr, data=(ptr, readonly),
+// strides (None when C-contiguous), mask (must be None). Its 'stream' entry is not used:
+// the caller names the stream to run on, and no synchronisation is hidden here.
+Array parse_cuda_array(py::handle obj, const std::string& name) {
+#ifndef UNET_WITH_CUDA
+  (void)obj;
+  value_error(name, "got a CUDA array, but unet._C was built without CUDA "
+                    "(reinstall with nvcc on the PATH, or UNET_CUDA=ON)");
+#else
+  Array a{name, {}, std::nullopt};
+  try {
+    py::dict cai = obj.attr("__cuda_array_interface__");
+    if (cai.contains("mask") && !cai["mask"].is_none())
+      value_error(name, "masked CUDA arrays are not supported");
+    const std::string typestr = py::str(cai["typestr"]);
+    if (typestr == "<f4")
+      a.t.dtype = DType::Float32;
+    else if (typestr == "<f8")
+      a.t.dtype = DType::Float64;
+    else
+      type_error(name, "expected a float32 or float64 array, got " +
+                           dtype_of(obj, "typestr '" + typestr + "'"));
+    for (py::handle s : py::tuple(cai["shape"])) a.t.shape.push_back(s.cast<int64_t>());
+    py::tuple data = cai["data"];
+    a.t.ptr = reinterpret_cast<void*>(data[0].cast<uintptr_t>());
+    a.t.writeable = !data[1].cast<bool>();
+    if (cai.contains("strides") && !cai["strides"].is_none()) {
+      for (py::handle s : py::tuple(cai["strides"])) a.t.strides.push_back(s.cast<int64_t>());
+    } else {  // C-contiguous
+      a.t.strides.assign(a.t.shape.size(), dtype_size(a.t.dtype));
+      for (int64_t d = a.t.ndim() - 2; d >= 0; --d)
+        a.t.strides[d] = a.t.strides[d + 1] * a.t.shape[d + 1];
+    }
+  } catch (const py::cast_error& e) {
+    type_error(name, std::string("malformed __cuda_array_interface__: ") + e.what());
+  } catch (const py::error_already_set& e) {
+    type_error(name, std::string("malformed __cuda_array_interface__: ") + e.what());
+  }
+  if (a.t.strides.size() != a.t.shape.size())
+    value_error(name, "malformed __cuda_array_interface__: strides and shape differ in length");
+  // Empty arrays may carry a null pointer; they pin no device (index -1).
+  a.t.device = {DeviceType::CUDA, -1};
+  if (a.t.numel() > 0) {
+    a.t.device.index = cuda::pointer_device(a.t.ptr);
+    if (a.t.device.index < 0)
+      value_error(name, "the __cuda_array_interface__ pointer is not CUDA device memory");
+  }
+  return a;
+#endif
+}
+
+std::string device_str(const Device& d) {
+  if (d.type == DeviceType::CPU) return "the CPU";
+  return "CUDA device " + std::to_string(d.index);
+}
+
+}  // namespace
+
+std::optional<Array> parse_optional_array(py::handle obj, const char* name, Role role) {
+  if (obj.is_none()) return std::nullopt;
+  Array a;
+  if (py::hasattr(obj, "__cuda_array_interface__"))
+    a = parse_cuda_array(obj, name);
+  else if (PyObject_CheckBuffer(obj.ptr()))
+    a = parse_buffer(obj, name);
+  else
+    type_error(name, "expected a numpy array (or a CUDA array such as CuPy's), got " +
+                         type_name(obj));
+  check_layout(a, role);
+  return a;
+}
+
+Array parse_array(py::handle obj, const char* name, Role role) {
+  if (obj.is_none()) type_error(name, "expected an array, got None");
+  return *parse_optional_array(obj, name, role);
+}
+
+void check_shape(const Array& a, std::initializer_list<Dim> dims, const std::string& context) {
+  bool ok = a.t.ndim() == static_cast<int64_t>(dims.size());
+  std::ostringstream want;
+  want << '(';
+  int64_t d = 0;
+  for (const Dim& dim : dims) {
+    want << (d ? ", " : "") << dim.name;
+    if (dim.size >= 0) want << '=' << dim.size;
+    if (ok && dim.size >= 0 && a.t.shape[d] != dim.size) ok = false;
+    ++d;
+  }
+  want << (dims.size() == 1 ? ",)" : ")");
+  if (!ok)
+    value_error(a.name, "expected a " + std::to_string(dims.size()) + "-D array of shape " +
+                            want.str() + (context.empty() ? "" : " " + context) +
+                            ", got shape " + shape_str(a.t.shape));
+}
+
+std::string describe(const Array& a, std::initializer_list<const char*> dim_names) {
+  std::ostringstream s;
+  s << a.name << " (";
+  int64_t d = 0;
+  for (const char* n : dim_names) {
+    s << (d ? ", " : "") << n << '=' << a.t.shape[d];
+    ++d;
+  }
+  s << ')';
+  return s.str();
+}
+
+void check_same_dtype(const Array& ref, std::initializer_list<const Array*> others) {
+  for (const Array* a : others)
+    if (a && a->t.dtype != ref.t.dtype)
+      type_error(a->name, std::string("expected ") + dtype_name(ref.t.dtype) + " like " +
+                              ref.name + ", got " + dtype_name(a->t.dtype));
+}
+
+Device check_same_device(std::initializer_list<const Array*> arrays) {
+  const Array* ref = nullptr;  // the first array that pins a device
+  const Array* first = nullptr;
+  for (const Array* a : arrays) {
+    if (!a) continue;
+    if (!first) first = a;
+    if (a->t.device.type != first->t.device.type)
+      value_error(a->name, std::string("expected an array on ") +
+                               (first->t.device.type == DeviceType::CPU ? "the CPU" : "a CUDA device") +
+                               " like " + first->name + ", got one on " +
+                               (a->t.device.type == DeviceType::CPU ? "the CPU" : "a CUDA device") +
+                               " (no implicit copies between devices)");
+    if (a->t.device.index < 0) continue;
+    if (!ref) ref = a;
+    if (a->t.device != ref->t.device)
+      value_error(a->name, "expected an array on " + device_str(ref->t.device) + " like " +
+                               ref->name + ", got one on " + device_str(a->t.device));
+  }
+  return ref ? ref->t.device : first->t.device;
+}
+
+void check_no_overlap(std::initializer_list<const Array*> outputs,
+                      std::initializer_list<const Array*> inputs) {
+  auto overlap = [](const Array& a, const Array& b) {
+    if (a.t.numel() == 0 || b.t.numel() == 0) return false;
+    const auto a0 = reinterpret_cast<uintptr_t>(a.t.ptr), b0 = reinterpret_cast<uintptr_t>(b.t.ptr);
+    return a0 < b0 + static_cast<uintptr_t>(b.t.nbytes()) &&
+           b0 < a0 + static_cast<uintptr_t>(a.t.nbytes());
+  };
+  for (const Array* out : outputs) {
+    if (!out) continue;
+    for (const Array* in : inputs)
+      if (in && overlap(*out, *in))
+        value_error(out->name, "shares memory with the input " + in->name +
+                                   "; outputs must not overlap inputs");
+    for (const Array* other : outputs)
+      if (other && other != out && overlap(*out, *other))
+        value_error(out->name, "shares memory with the output " + other->name +
+                                   "; outputs must not overlap each other");
+  }
+}
+
+namespace {
+const std::pair<const char*, Activation> kActivations[] = {
+    {"none", Activation::None}, {"relu", Activation::ReLU},       {"gelu", Activation::GELU},
+    {"tanh", Activation::Tanh}, {"sigmoid", Activation::Sigmoid},
+};
+const char* kActivationList = "'none', 'relu', 'gelu', 'tanh', 'sigmoid'";
+}  // namespace
+
+Activation parse_activation(py::handle obj) {
+  if (!py::isinstance<py::str>(obj))
+    type_error("activation", std::string("expected a str, one of ") + kActivationList + ", got " +
+                                 type_name(obj));
+  const std::string s = obj.cast<std::string>();
+  for (const auto& [name, act] : kActivations)
+    if (s == name) return act;
+  value_error("activation", std::string("expected one of ") + kActivationList + ", got '" + s + "'");
+}
+
+const char* activation_name(Activation act) {
+  for (const auto& [name, a] : kActivations)
+    if (a == act) return name;
+  return "?";
+}
+
+uintptr_t parse_stream(py::handle obj) {
+  if (!py::isinstance<py::int_>(obj))
+    type_error("stream", "expected an int (a cudaStream_t such as "
+                         "cupy.cuda.get_current_stream().ptr; 0 for the default stream), got " +
+                             type_name(obj));
+  const long long v = PyLong_AsLongLong(obj.ptr());
+  if (v == -1 && PyErr_Occurred()) {
+    PyErr_Clear();
+    value_error("stream", "out of range for a stream handle");
+  }
+  if (v < 0) value_error("stream", "expected a non-negative stream handle, got " + std::to_string(v));
+  return static_cast<uintptr_t>(v);
+}
+
+}  // namespace unet::bindings

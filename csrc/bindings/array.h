@@ -1,0 +1,78 @@
+// Python arguments -> TensorArg, and the checks every binding shares. This is the one
+// place that knows numpy's buffer protocol and CuPy's __cuda_array_interface__.
+// Every failure raises TypeError (wrong kind of object, wrong dtype) or ValueError (wrong
+// shape, layout, device, aliasing, value) with a message that starts with the argument's
+// name and says what was expected and what came.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <optional>
+#include <string>
+
+#include "unet/activations.h"
+#include "unet/tensor.h"
+
+namespace unet::bindings {
+
+namespace py = pybind11;
+
+enum class Role { Input, Output };
+
+// An array argument. For numpy arrays the exported buffer is held while this lives, so
+// the array cannot be resized under a running kernel. Destroy with the GIL held.
+struct Array {
+  std::string name;
+  TensorArg t;
+  std::optional<py::buffer_info> buffer;
+};
+
+// Parses `obj` (numpy array or any buffer, or an object with __cuda_array_interface__):
+// float32/float64, C-contiguous, writeable when it is an Output. None gives nullopt.
+std::optional<Array> parse_optional_array(py::handle obj, const char* name, Role role);
+Array parse_array(py::handle obj, const char* name, Role role);
+
+// One expected dimension: its name and size, or size < 0 for "any".
+struct Dim {
+  const char* name;
+  int64_t size = -1;
+};
+// Checks ndim and sizes, e.g. "weight: expected a 2-D array of shape (N, K=3) matching
+// x (M=2, K=3), got shape (4, 5)". `context` may be empty.
+void check_shape(const Array& a, std::initializer_list<Dim> dims, const std::string& context = "");
+// "x (M=2, K=3)": an already checked array with its dimension names, for contexts.
+std::string describe(const Array& a, std::initializer_list<const char*> dim_names);
+
+// Null entries (absent optional arguments) are skipped by the checks below.
+void check_same_dtype(const Array& ref, std::initializer_list<const Array*> others);
+// All arrays on the CPU, or all on one CUDA device (empty arrays may be anywhere).
+// Returns that device.
+Device check_same_device(std::initializer_list<const Array*> arrays);
+// No output may share memory with an input or with another output.
+void check_no_overlap(std::initializer_list<const Array*> outputs,
+                      std::initializer_list<const Array*> inputs);
+
+Activation parse_activation(py::handle obj);
+const char* activation_name(Activation act);
+// A cudaStream_t as a Python int (e.g. cupy.cuda.get_current_stream().ptr); 0 = default.
+uintptr_t parse_stream(py::handle obj);
+
+inline const Array* ptr(const std::optional<Array>& a) { return a ? &*a : nullptr; }
+
+template <typename T>
+T* data(const std::optional<Array>& a) {
+  return a ? a->t.data<T>() : nullptr;
+}
+
+// Calls f(T{}) with T the C++ type of `dtype`.
+template <typename F>
+void dispatch_dtype(DType dtype, F&& f) {
+  if (dtype == DType::Float32)
+    f(float{});
+  else
+    f(double{});
+}
+
+}  // namespace unet::bindings

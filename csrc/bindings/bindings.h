@@ -1,0 +1,10 @@
+// One registration function per kernel family; module.cpp calls them all.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace unet::bindings {
+
+void register_linear(pybind11::module_& m);
+
+}  // namespace unet::bindings

@@ -1,0 +1,334 @@
+// Cache-blocked GEMM in the BLIS style (Goto's algorithm):
+//
+//   for each NC-wide block of columns (jc)      B block kc x nc packed once, shared
+//     for each KC-deep slice of k (pc)          A block mc x kc packed per thread (L2)
+//       for each MR x NR tile of C              micro-kernel: kc rank-1 updates held
+//                                               in registers, B micro-panel in L1
+//
+// Packing copies operands into the exact order the micro-kernel reads them, whatever
+// their strides, so one micro-kernel serves every transposition. The micro-kernel is
+// chosen at run time (AVX-512, AVX2+FMA or a baseline one) so the wheel needs no
+// -march flag. Bias, activation and the pre-activation store run on each tile right
+// after its last k slice, while it is still in L1.
+#include "gemm.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace unet::cpu {
+namespace {
+
+// Depth of a k slice and width of a column block (elements). KC x NR x sizeof(T) is the
+// B micro-panel the micro-kernel streams from L1; NC x KC the shared B block in L2/L3.
+constexpr int64_t KC = 256;
+constexpr int64_t NC = 4096;
+// Target rows of an A block: mc x KC stays in a core's L2.
+constexpr int64_t MC = 192;
+// Below this many multiply-adds a thread team costs more than it saves.
+constexpr double kParallelMinWork = 1 << 18;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// C[MR x NR] (row stride ldc) = sum over p < kc of the outer products of a[p*MR ..] and
+// b[p*NR ..] (NR = NV vectors of VB bytes), added to C's old values when `accumulate`.
+// Written with GCC/Clang vector extensions and always inlined, so the wrapper's target
+// attribute below decides whether this becomes SSE2, AVX2 or AVX-512 code; the MR*NV
+// accumulators stay in registers for the whole k loop.
+template <typename T, int MR, int NV, int VB>
+__attribute__((always_inline)) inline void microkernel(int64_t kc, const T* __restrict a,
+                                                       const T* __restrict b, T* __restrict c,
+                                                       int64_t ldc, bool accumulate) {
+  typedef T V __attribute__((vector_size(VB)));
+  constexpr int L = VB / sizeof(T);
+  V acc[MR][NV];
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = V{};
+  for (int64_t p = 0; p < kc; ++p, a += MR, b += NV * L) {
+    V bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) std::memcpy(&bv[v], b + v * L, VB);
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] += a[i] * bv[v];
+  }
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      T* dst = c + i * ldc + v * L;
+      if (accumulate) {
+        V old;
+        std::memcpy(&old, dst, VB);
+        acc[i][v] = old + acc[i][v];
+      }
+      std::memcpy(dst, &acc[i][v], VB);
+    }
+}
+
+template <typename T>
+using MicroKernelFn = void (*)(int64_t, const T*, const T*, T*, int64_t, bool);
+
+template <typename T>
+struct MicroKernel {
+  MicroKernelFn<T> fn;
+  int mr, nr;
+  const char* isa;
+};
+
+constexpr int kMaxTile = 12 * 32;  // elements in the largest MR x NR tile below (float, AVX-512)
+
+// Tile shapes: MR x (2 vectors) accumulators plus two B vectors and a broadcast fit the
+// register file (32 zmm; 16 ymm; 16 xmm).
+template <typename T, int MR, int VB>
+struct TileShape {
+  static constexpr int mr = MR, nv = 2, vb = VB, nr = nv * VB / int(sizeof(T));
+  static_assert(mr * nr <= kMaxTile);
+};
+template <typename T>
+using Avx512Tile = TileShape<T, 12, 64>;
+template <typename T>
+using Avx2Tile = TileShape<T, 6, 32>;
+template <typename T>
+using GenericTile = TileShape<T, 4, 16>;
+
+#if defined(__x86_64__) || defined(__i386__)
+template <typename T>
+__attribute__((target("avx512f,fma"))) void microkernel_avx512(int64_t kc, const T* a,
+                                                                const T* b, T* c, int64_t ldc,
+                                                                bool accumulate) {
+  using S = Avx512Tile<T>;
+  microkernel<T, S::mr, S::nv, S::vb>(kc, a, b, c, ldc, accumulate);
+}
+template <typename T>
+__attribute__((target("avx2,fma"))) void microkernel_avx2(int64_t kc, const T* a, const T* b,
+                                                          T* c, int64_t ldc, bool accumulate) {
+  using S = Avx2Tile<T>;
+  microkernel<T, S::mr, S::nv, S::vb>(kc, a, b, c, ldc, accumulate);
+}
+#endif
+template <typename T>
+void microkernel_generic(int64_t kc, const T* a, const T* b, T* c, int64_t ldc,
+                         bool accumulate) {
+  using S = GenericTile<T>;
+  microkernel<T, S::mr, S::nv, S::vb>(kc, a, b, c, ldc, accumulate);
+}
+
+// The widest micro-kernel this CPU runs. UNET_CPU_ISA=avx2 or =generic picks a narrower
+// one instead, so that tests can run every kernel on one machine.
+template <typename T>
+MicroKernel<T> pick_microkernel() {
+  const char* env = std::getenv("UNET_CPU_ISA");
+  std::string want = env ? env : "";
+  if (want != "avx2" && want != "generic") want.clear();
+#if defined(__x86_64__) || defined(__i386__)
+  if (want.empty() && __builtin_cpu_supports("avx512f"))
+    return {microkernel_avx512<T>, Avx512Tile<T>::mr, Avx512Tile<T>::nr, "avx512"};
+  if (want != "generic" && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    return {microkernel_avx2<T>, Avx2Tile<T>::mr, Avx2Tile<T>::nr, "avx2"};
+#endif
+  return {microkernel_generic<T>, GenericTile<T>::mr, GenericTile<T>::nr, "generic"};
+}
+
+template <typename T>
+const MicroKernel<T>& microkernel_for_this_cpu() {
+  static const MicroKernel<T> k = pick_microkernel<T>();
+  return k;
+}
+
+// Packs rows [r0, r0+n) x k in [k0, k0+kc) of an operand into panels of R rows, each
+// panel k-major (dst[p*R + r]) as the micro-kernel reads it; the last panel is padded
+// with zeros. With kDeriv, values are scaled by act'(dpre) on the way (see GemmOperand).
+template <bool kDeriv, typename T>
+void pack_impl(const GemmOperand<T>& s, int64_t r0, int64_t n, int64_t k0, int64_t kc, int R,
+               T* dst) {
+  auto value = [&s](int64_t offset) {
+    T v = s.data[offset];
+    if constexpr (kDeriv) v *= activation_derivative(s.dact, s.dpre[offset]);
+    return v;
+  };
+  for (int64_t q = 0; q < n; q += R, dst += R * kc) {
+    const int64_t rows = std::min<int64_t>(R, n - q);
+    if (rows < R) std::fill(dst, dst + R * kc, T(0));
+    if (s.k_stride == 1) {
+      // Rows run along k: copy a strip of kStrip values from one row, then the next. A
+      // strip is long enough for the hardware prefetcher to stream the row and short enough
+      // for the packed strip to stay in L1. (Reading all rows side by side, one k at a
+      // time, thrashes L1 when the row stride is a multiple of 4 KiB.)
+      constexpr int64_t kStrip = 128;
+      for (int64_t p0 = 0; p0 < kc; p0 += kStrip) {
+        const int64_t p1 = std::min(kc, p0 + kStrip);
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t base = (r0 + q + r) * s.row_stride + k0;
+          for (int64_t p = p0; p < p1; ++p) dst[p * R + r] = value(base + p);
+        }
+      }
+    } else {
+      for (int64_t p = 0; p < kc; ++p) {
+        const int64_t base = (r0 + q) * s.row_stride + (k0 + p) * s.k_stride;
+        for (int64_t r = 0; r < rows; ++r) dst[p * R + r] = value(base + r * s.row_stride);
+      }
+    }
+  }
+}
+
+template <typename T>
+void pack(const GemmOperand<T>& s, int64_t r0, int64_t n, int64_t k0, int64_t kc, int R,
+          T* dst) {
+  if (s.dpre)
+    pack_impl<true>(s, r0, n, k0, kc, R, dst);
+  else
+    pack_impl<false>(s, r0, n, k0, kc, R, dst);
+}
+
+// Stores the m x n corner of an accumulator tile (row length nr) at c, or adds it to
+// what is there: the path for tiles that overhang C's edge. Same arithmetic as the
+// micro-kernel's own store, so edge tiles round like the others.
+template <typename T>
+void store_partial_tile(const T* acc, int nr, int64_t m, int64_t n, T* c, int64_t ldc,
+                        bool accumulate) {
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t j = 0; j < n; ++j)
+      c[r * ldc + j] = accumulate ? c[r * ldc + j] + acc[r * nr + j] : acc[r * nr + j];
+}
+
+// The epilogue on a finished m x n block of C at (i0, j0), while it is still in L1.
+template <typename T>
+void apply_epilogue(const GemmEpilogue<T>& ep, int64_t m, int64_t n, T* C, int64_t ldc,
+                    int64_t i0, int64_t j0) {
+  for (int64_t r = 0; r < m; ++r) {
+    const int64_t row = (i0 + r) * ldc + j0;
+    T* c = C + row;
+    if (ep.bias)
+      for (int64_t j = 0; j < n; ++j) c[j] += ep.bias[j0 + j];
+    if (ep.preact)  // a plain loop: a memcpy call per short row costs more than the copy
+      for (int64_t j = 0; j < n; ++j) ep.preact[row + j] = c[j];
+    if (ep.act != Activation::None)
+      for (int64_t j = 0; j < n; ++j) c[j] = activation_forward(ep.act, c[j]);
+  }
+}
+
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+
+// 64-byte aligned scratch: whole cache lines, and aligned vector loads in the kernels.
+template <typename T>
+std::unique_ptr<T[], FreeDeleter> aligned_buffer(int64_t n) {
+  const size_t bytes = static_cast<size_t>(round_up(std::max<int64_t>(n, 1) * sizeof(T), 64));
+  T* p = static_cast<T*>(std::aligned_alloc(64, bytes));
+  if (!p) throw std::bad_alloc();
+  return std::unique_ptr<T[], FreeDeleter>(p);
+}
+
+int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+int thread_id() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+}  // namespace
+
+template <typename T>
+void gemm(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A, const GemmOperand<T>& B,
+          T* C, int64_t ldc, const GemmEpilogue<T>& ep) {
+  if (M <= 0 || N <= 0) return;
+  const MicroKernel<T>& uk = microkernel_for_this_cpu<T>();
+  const int MR = uk.mr, NR = uk.nr;
+
+  const double work = double(M) * double(N) * double(std::max<int64_t>(K, 1));
+  const int nt = work < kParallelMinWork ? 1 : max_threads();
+  // A blocks: a multiple of the thread count, of equal height, so threads finish together.
+  // When M is too small for one block per thread, each block's columns are split as well.
+  int64_t n_iblocks = round_up(ceil_div(M, MC), nt);
+  const int64_t mc = round_up(ceil_div(M, n_iblocks), MR);
+  n_iblocks = ceil_div(M, mc);
+  const int64_t n_splits = n_iblocks < nt ? ceil_div(nt, n_iblocks) : 1;
+
+  // Allocate before the parallel region: nothing may throw inside it.
+  const int64_t kc_max = std::clamp<int64_t>(K, 1, KC);
+  const int64_t nc_max = round_up(std::min(N, NC), NR);
+  auto b_pack = aligned_buffer<T>(nc_max * kc_max);
+  auto a_pack = aligned_buffer<T>(nt * mc * kc_max);
+
+#pragma omp parallel num_threads(nt)
+  {
+    T* a_mine = a_pack.get() + thread_id() * mc * kc_max;
+    alignas(64) T edge[kMaxTile];  // a whole tile for the micro-kernel at C's edges
+
+    for (int64_t jc = 0; jc < N; jc += NC) {
+      const int64_t nc = std::min(NC, N - jc);
+      const int64_t n_panels = ceil_div(nc, NR);
+      // K == 0 still makes one empty pass, so that the epilogue writes act(bias).
+      for (int64_t pc = 0; pc == 0 || pc < K; pc += KC) {
+        const int64_t kc = std::min(KC, K - pc);
+        const bool first = pc == 0, last = pc + KC >= K;
+
+#pragma omp for schedule(static)
+        for (int64_t q = 0; q < n_panels; ++q)
+          pack(B, jc + q * NR, std::min<int64_t>(NR, nc - q * NR), pc, kc, NR,
+               b_pack.get() + q * NR * kc);
+        // (implicit barrier: the B block is complete)
+
+        int64_t packed_block = -1;
+#pragma omp for schedule(static)
+        for (int64_t item = 0; item < n_iblocks * n_splits; ++item) {
+          const int64_t ib = item / n_splits, split = item % n_splits;
+          const int64_t i0 = ib * mc, m = std::min(mc, M - i0);
+          if (ib != packed_block) {
+            pack(A, i0, m, pc, kc, MR, a_mine);
+            packed_block = ib;
+          }
+          const int64_t q0 = n_panels * split / n_splits, q1 = n_panels * (split + 1) / n_splits;
+          for (int64_t q = q0; q < q1; ++q) {
+            const int64_t j0 = q * NR, n = std::min<int64_t>(NR, nc - j0);
+            for (int64_t ir = 0; ir < m; ir += MR) {
+              const int64_t mr = std::min<int64_t>(MR, m - ir);
+              T* c = C + (i0 + ir) * ldc + jc + j0;
+              if (mr == MR && n == NR) {
+                uk.fn(kc, a_mine + ir * kc, b_pack.get() + j0 * kc, c, ldc, !first);
+              } else {
+                uk.fn(kc, a_mine + ir * kc, b_pack.get() + j0 * kc, edge, NR, false);
+                store_partial_tile(edge, NR, mr, n, c, ldc, !first);
+              }
+              if (last) apply_epilogue(ep, mr, n, C, ldc, i0 + ir, jc + j0);
+            }
+          }
+        }
+        // (implicit barrier: nobody still reads the B block the next slice overwrites)
+      }
+    }
+  }
+}
+
+const char* gemm_kernel_isa() { return microkernel_for_this_cpu<float>().isa; }
+
+template void gemm<float>(int64_t, int64_t, int64_t, const GemmOperand<float>&,
+                          const GemmOperand<float>&, float*, int64_t,
+                          const GemmEpilogue<float>&);
+template void gemm<double>(int64_t, int64_t, int64_t, const GemmOperand<double>&,
+                           const GemmOperand<double>&, double*, int64_t,
+                           const GemmEpilogue<double>&);
+
+}  // namespace unet::cpu

@@ -1,0 +1,46 @@
+// The CPU GEMM behind every matrix product of the CPU kernels:
+//
+//   C[i,j] = epilogue( sum_k A(i,k) * B(j,k) )      i < M, j < N, k < K
+//
+// Both operands are addressed "row by k", A(i,k) = a.data[i*a.row_stride + k*a.k_stride]
+// and B(j,k) likewise, so that x W^T, g W and g^T x are all the same call with different
+// strides. C is row-major with leading dimension ldc and is overwritten.
+//
+// The result depends only on the inputs, never on the number of threads: threads split
+// M and N, and every C element is summed over k in the same fixed order.
+#pragma once
+
+#include <cstdint>
+
+#include "unet/activations.h"
+
+namespace unet::cpu {
+
+template <typename T>
+struct GemmOperand {
+  const T* data;
+  int64_t row_stride, k_stride;
+  // When set, each value is multiplied by activation_derivative(dact, dpre[same offset])
+  // as it is read: the backward pass's g = grad_out * act'(preact) without storing g.
+  const T* dpre = nullptr;
+  Activation dact = Activation::None;
+};
+
+// z = acc + bias[j]; preact[i*ldc + j] = z; C = act(z). Every part optional.
+template <typename T>
+struct GemmEpilogue {
+  const T* bias = nullptr;
+  Activation act = Activation::None;
+  T* preact = nullptr;
+};
+
+// K == 0 is valid and gives C = act(bias) (zeros without bias and activation).
+template <typename T>
+void gemm(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A, const GemmOperand<T>& B,
+          T* C, int64_t ldc, const GemmEpilogue<T>& epilogue = {});
+
+// Which micro-kernel runtime dispatch chose on this CPU: "avx512", "avx2" or "generic"
+// (the environment variable UNET_CPU_ISA=avx2|generic, read once, asks for a narrower one).
+const char* gemm_kernel_isa();
+
+}  // namespace unet::cpu
