@@ -221,3 +221,14 @@ def test_bad_arguments_raise_value_error(kwargs, name):
 def test_planned_kinds_say_not_available_yet():
     with pytest.raises(ValueError, match="not available yet"):
         UNet(encoder="cnn")
+
+
+def test_fit_infers_output_size_from_targets():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((16, 6, 3))
+    model = UNet(hidden_size=8, seed=0)
+    model.fit(X, rng.standard_normal((16, 6, 2)), epochs=1, verbose=False)
+    assert model.predict(X[:2]).shape == (2, 6, 2)
+    classifier = UNet(hidden_size=8, loss="cross_entropy", seed=0)
+    classifier.fit(X, rng.integers(0, 5, (16, 6)), epochs=1, verbose=False)
+    assert classifier.predict(X[:2]).shape == (2, 6, 5)

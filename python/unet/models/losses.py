@@ -43,6 +43,14 @@ class Loss:
             return F.binary_cross_entropy_with_logits(output, target)
         return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
 
+    def output_size_for(self, targets) -> int | None:
+        """The output features that ``targets`` (examples first) call for; None if it can't tell."""
+        if self.name in ("mse", "bce_with_logits") and targets.ndim >= 2:
+            return int(targets.shape[-1])
+        if self.name == "cross_entropy" and targets.size:
+            return int(targets.max()) + 1  # classes 0 .. max seen
+        return None
+
     def _as_tensor(self, target, output: Tensor) -> Tensor:
         if backend.is_cupy_array(target):
             target = Tensor._wrap(target)

@@ -102,10 +102,11 @@ class UNet(nn.Module):
         if self.seed is not None:  # here, not in __init__: lazily built models must not depend on build order
             backend.manual_seed(self.seed)
         dtype = self.dtype.name
+        between = self.dropout if self.num_layers > 1 else 0.0  # nn.LSTM warns of dropout it cannot apply
         self.encoder = nn.LSTM(self.input_size, self.hidden_size, self.num_layers, batch_first=True,
-                               dropout=self.dropout, dtype=dtype)
+                               dropout=between, dtype=dtype)
         self.decoder = nn.LSTM(self.hidden_size, self.hidden_size, self.num_layers, batch_first=True,
-                               dropout=self.dropout, dtype=dtype)
+                               dropout=between, dtype=dtype)
         self.readout = nn.Linear(self.hidden_size, self.output_size, dtype=dtype)
         if self.device.type != "cpu":
             self.to(str(self.device))
@@ -160,6 +161,8 @@ class UNet(nn.Module):
         an optimizer instance over this model's parameters. Shuffling draws
         from unet's seeded generator. ``verbose`` shows a progress bar per epoch.
         """
+        if not self.built and self.output_size is None:
+            self.output_size = self.loss.output_size_for(np.asarray(Y) if not isinstance(Y, Tensor) else Y)
         return training.fit(self, X, Y, epochs=epochs, batch_size=batch_size, lr=lr,
                             optimizer=optimizer, shuffle=shuffle, validation_data=validation_data,
                             verbose=verbose)
