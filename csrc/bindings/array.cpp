@@ -49,22 +49,42 @@ void check_layout(const Array& a, Role role) {
     value_error(a.name, "expected a writeable array (it is an output), got a read-only one");
 }
 
-Array parse_buffer(py::handle obj, const std::string& name) {
+// What an array argument may hold.
+enum class Kind { Float, Int64 };
+
+const char* expected_dtypes(Kind kind) {
+  return kind == Kind::Float ? "a float32 or float64 array" : "an int64 array";
+}
+
+// Native int64 in the buffer protocol's format codes: 'l' or 'q' (numpy writes 'l' on
+// LP64 systems), maybe with a native or little-endian byte-order prefix.
+bool is_int64_format(std::string f, py::ssize_t itemsize) {
+  if (!f.empty() && (f[0] == '@' || f[0] == '=' || f[0] == '<')) f.erase(0, 1);
+  return itemsize == 8 && (f == "l" || f == "q");
+}
+
+Array parse_buffer(py::handle obj, const std::string& name, Kind kind) {
   Array a{name, {}, std::nullopt};
   try {
     a.buffer = py::reinterpret_borrow<py::buffer>(obj).request(/*writable=*/false);
   } catch (const py::error_already_set& e) {  // e.g. object or datetime arrays
-    type_error(name, "expected a float32 or float64 array, got " +
+    type_error(name, std::string("expected ") + expected_dtypes(kind) + ", got " +
                          dtype_of(obj, type_name(obj)) + " (" + e.what() + ")");
   }
   const py::buffer_info& b = *a.buffer;
-  if (b.format == py::format_descriptor<float>::format() && b.itemsize == 4)
-    a.t.dtype = DType::Float32;
-  else if (b.format == py::format_descriptor<double>::format() && b.itemsize == 8)
+  if (kind == Kind::Int64 && is_int64_format(b.format, b.itemsize)) {
     a.t.dtype = DType::Float64;
-  else
-    type_error(name, "expected a float32 or float64 array, got " +
+    a.is_int64 = true;
+  } else if (kind == Kind::Float && b.format == py::format_descriptor<float>::format() &&
+             b.itemsize == 4) {
+    a.t.dtype = DType::Float32;
+  } else if (kind == Kind::Float && b.format == py::format_descriptor<double>::format() &&
+             b.itemsize == 8) {
+    a.t.dtype = DType::Float64;
+  } else {
+    type_error(name, std::string("expected ") + expected_dtypes(kind) + ", got " +
                          dtype_of(obj, "buffer format '" + b.format + "'"));
+  }
   a.t.ptr = b.ptr;
   a.t.shape.assign(b.shape.begin(), b.shape.end());
   a.t.strides.assign(b.strides.begin(), b.strides.end());
@@ -76,9 +96,10 @@ Array parse_buffer(py::handle obj, const std::string& name) {
 // __cuda_array_interface__ (version 2 or 3): shape, typestr, data=(ptr, readonly),
 // strides (None when C-contiguous), mask (must be None). Its 'stream' entry is not used:
 // the caller names the stream to run on, and no synchronisation is hidden here.
-Array parse_cuda_array(py::handle obj, const std::string& name) {
+Array parse_cuda_array(py::handle obj, const std::string& name, Kind kind) {
 #ifndef UNET_WITH_CUDA
   (void)obj;
+  (void)kind;
   value_error(name, "got a CUDA array, but unet._C was built without CUDA "
                     "(reinstall with nvcc on the PATH, or UNET_CUDA=ON)");
 #else
@@ -88,13 +109,17 @@ Array parse_cuda_array(py::handle obj, const std::string& name) {
     if (cai.contains("mask") && !cai["mask"].is_none())
       value_error(name, "masked CUDA arrays are not supported");
     const std::string typestr = py::str(cai["typestr"]);
-    if (typestr == "<f4")
-      a.t.dtype = DType::Float32;
-    else if (typestr == "<f8")
+    if (kind == Kind::Int64 && typestr == "<i8") {
       a.t.dtype = DType::Float64;
-    else
-      type_error(name, "expected a float32 or float64 array, got " +
+      a.is_int64 = true;
+    } else if (kind == Kind::Float && typestr == "<f4") {
+      a.t.dtype = DType::Float32;
+    } else if (kind == Kind::Float && typestr == "<f8") {
+      a.t.dtype = DType::Float64;
+    } else {
+      type_error(name, std::string("expected ") + expected_dtypes(kind) + ", got " +
                            dtype_of(obj, "typestr '" + typestr + "'"));
+    }
     for (py::handle s : py::tuple(cai["shape"])) a.t.shape.push_back(s.cast<int64_t>());
     py::tuple data = cai["data"];
     a.t.ptr = reinterpret_cast<void*>(data[0].cast<uintptr_t>());
@@ -129,20 +154,28 @@ std::string device_str(const Device& d) {
   return "CUDA device " + std::to_string(d.index);
 }
 
-}  // namespace
-
-std::optional<Array> parse_optional_array(py::handle obj, const char* name, Role role) {
+std::optional<Array> parse_any_array(py::handle obj, const char* name, Role role, Kind kind) {
   if (obj.is_none()) return std::nullopt;
   Array a;
   if (py::hasattr(obj, "__cuda_array_interface__"))
-    a = parse_cuda_array(obj, name);
+    a = parse_cuda_array(obj, name, kind);
   else if (PyObject_CheckBuffer(obj.ptr()))
-    a = parse_buffer(obj, name);
+    a = parse_buffer(obj, name, kind);
   else
-    type_error(name, "expected a numpy array (or a CUDA array such as CuPy's), got " +
-                         type_name(obj));
+    type_error(name, std::string("expected a numpy ") + (kind == Kind::Int64 ? "int64 " : "") +
+                         "array (or a CUDA array such as CuPy's), got " + type_name(obj));
   check_layout(a, role);
   return a;
+}
+
+}  // namespace
+
+std::optional<Array> parse_optional_array(py::handle obj, const char* name, Role role) {
+  return parse_any_array(obj, name, role, Kind::Float);
+}
+
+std::optional<Array> parse_optional_int64_array(py::handle obj, const char* name) {
+  return parse_any_array(obj, name, Role::Input, Kind::Int64);
 }
 
 Array parse_array(py::handle obj, const char* name, Role role) {
@@ -182,12 +215,16 @@ std::string describe(const Array& a, std::initializer_list<const char*> dim_name
 
 void check_same_dtype(const Array& ref, std::initializer_list<const Array*> others) {
   for (const Array* a : others)
-    if (a && a->t.dtype != ref.t.dtype)
+    if (a && (a->t.dtype != ref.t.dtype || a->is_int64 != ref.is_int64))
       type_error(a->name, std::string("expected ") + dtype_name(ref.t.dtype) + " like " +
                               ref.name + ", got " + dtype_name(a->t.dtype));
 }
 
 Device check_same_device(std::initializer_list<const Array*> arrays) {
+  return check_same_device(std::vector<const Array*>(arrays));
+}
+
+Device check_same_device(const std::vector<const Array*>& arrays) {
   const Array* ref = nullptr;  // the first array that pins a device
   const Array* first = nullptr;
   for (const Array* a : arrays) {

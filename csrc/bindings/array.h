@@ -11,6 +11,7 @@
 #include <initializer_list>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "unet/activations.h"
 #include "unet/tensor.h"
@@ -25,14 +26,18 @@ enum class Role { Input, Output };
 // the array cannot be resized under a running kernel. Destroy with the GIL held.
 struct Array {
   std::string name;
-  TensorArg t;
+  TensorArg t;  // for an int64 array t.dtype is Float64: the same 8-byte elements
   std::optional<py::buffer_info> buffer;
+  bool is_int64 = false;  // an index array from parse_optional_int64_array
 };
 
 // Parses `obj` (numpy array or any buffer, or an object with __cuda_array_interface__):
 // float32/float64, C-contiguous, writeable when it is an Output. None gives nullopt.
 std::optional<Array> parse_optional_array(py::handle obj, const char* name, Role role);
 Array parse_array(py::handle obj, const char* name, Role role);
+// The same for an int64 input array (indices, lengths); the shape and device checks below
+// accept it, and it counts in the overlap checks.
+std::optional<Array> parse_optional_int64_array(py::handle obj, const char* name);
 
 // One expected dimension: its name and size, or size < 0 for "any".
 struct Dim {
@@ -46,10 +51,12 @@ void check_shape(const Array& a, std::initializer_list<Dim> dims, const std::str
 std::string describe(const Array& a, std::initializer_list<const char*> dim_names);
 
 // Null entries (absent optional arguments) are skipped by the checks below.
+// Float arrays only.
 void check_same_dtype(const Array& ref, std::initializer_list<const Array*> others);
 // All arrays on the CPU, or all on one CUDA device (empty arrays may be anywhere).
 // Returns that device.
 Device check_same_device(std::initializer_list<const Array*> arrays);
+Device check_same_device(const std::vector<const Array*>& arrays);
 // No output may share memory with an input or with another output.
 void check_no_overlap(std::initializer_list<const Array*> outputs,
                       std::initializer_list<const Array*> inputs);

@@ -219,19 +219,6 @@ void apply_epilogue(const GemmEpilogue<T>& ep, int64_t m, int64_t n, T* C, int64
   }
 }
 
-struct FreeDeleter {
-  void operator()(void* p) const { std::free(p); }
-};
-
-// 64-byte aligned scratch: whole cache lines, and aligned vector loads in the kernels.
-template <typename T>
-std::unique_ptr<T[], FreeDeleter> aligned_buffer(int64_t n) {
-  const size_t bytes = static_cast<size_t>(round_up(std::max<int64_t>(n, 1) * sizeof(T), 64));
-  T* p = static_cast<T*>(std::aligned_alloc(64, bytes));
-  if (!p) throw std::bad_alloc();
-  return std::unique_ptr<T[], FreeDeleter>(p);
-}
-
 int max_threads() {
 #ifdef _OPENMP
   return omp_get_max_threads();
@@ -248,29 +235,46 @@ int thread_id() {
 #endif
 }
 
-}  // namespace
+// How the threads share C: row blocks, a multiple of nt of them, each block's columns cut
+// into n_splits parts when there are fewer blocks than threads. The blocks share out the
+// MR-row tiles evenly (block ib: tiles [tiles * ib / n, tiles * (ib + 1) / n)), so that the
+// threads' shares differ by at most a tile per block. A skinny C (M within one block, as in
+// a recurrent step's h W^T with M = batch) is cut by columns only, so that each thread
+// streams its own part of B instead of all of it.
+struct ThreadSplit {
+  int64_t n_iblocks, n_splits;
+  int64_t tiles, mc;  // MR-row tiles in all; rows of the tallest block
+  int64_t row(int64_t ib, int MR) const { return tiles * ib / n_iblocks * MR; }
+};
 
+ThreadSplit split_work(int64_t M, int64_t N, int nt, int MR, int NR) {
+  const int64_t tiles = ceil_div(M, MR);
+  if (M <= MC && ceil_div(std::min(N, NC), NR) >= 2 * nt) return {1, nt, tiles, tiles * MR};
+  const int64_t n_iblocks = std::min(round_up(ceil_div(M, MC), nt), tiles);
+  return {n_iblocks, n_iblocks < nt ? ceil_div(nt, n_iblocks) : 1, tiles,
+          ceil_div(tiles, n_iblocks) * MR};
+}
+
+// The blocked product. B comes either as an operand packed here, block by block, or
+// already packed whole (`prepacked`, laid out by pack_operand).
 template <typename T>
-void gemm(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A, const GemmOperand<T>& B,
-          T* C, int64_t ldc, const GemmEpilogue<T>& ep) {
+void gemm_blocked(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A,
+                  const GemmOperand<T>* B, const T* prepacked, T* C, int64_t ldc,
+                  const GemmEpilogue<T>& ep) {
   if (M <= 0 || N <= 0) return;
   const MicroKernel<T>& uk = microkernel_for_this_cpu<T>();
   const int MR = uk.mr, NR = uk.nr;
 
-  const double work = double(M) * double(N) * double(std::max<int64_t>(K, 1));
-  const int nt = work < kParallelMinWork ? 1 : max_threads();
-  // A blocks: a multiple of the thread count, of equal height, so threads finish together.
-  // When M is too small for one block per thread, each block's columns are split as well.
-  int64_t n_iblocks = round_up(ceil_div(M, MC), nt);
-  const int64_t mc = round_up(ceil_div(M, n_iblocks), MR);
-  n_iblocks = ceil_div(M, mc);
-  const int64_t n_splits = n_iblocks < nt ? ceil_div(nt, n_iblocks) : 1;
+  const double flops = double(M) * double(N) * double(std::max<int64_t>(K, 1));
+  const int nt = flops < kParallelMinWork ? 1 : max_threads();
+  const ThreadSplit work = split_work(M, N, nt, MR, NR);
+  const int64_t n_iblocks = work.n_iblocks, n_splits = work.n_splits, mc = work.mc;
 
   // Allocate before the parallel region: nothing may throw inside it.
   const int64_t kc_max = std::clamp<int64_t>(K, 1, KC);
   const int64_t nc_max = round_up(std::min(N, NC), NR);
-  auto b_pack = aligned_buffer<T>(nc_max * kc_max);
-  auto a_pack = aligned_buffer<T>(nt * mc * kc_max);
+  auto b_pack = aligned_array<T>(prepacked ? 1 : nc_max * kc_max);
+  auto a_pack = aligned_array<T>(nt * mc * kc_max);
 
 #pragma omp parallel num_threads(nt)
   {
@@ -285,17 +289,22 @@ void gemm(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A, const GemmOp
         const int64_t kc = std::min(KC, K - pc);
         const bool first = pc == 0, last = pc + KC >= K;
 
+        const T* b_block = b_pack.get();
+        if (prepacked) {
+          b_block = prepacked + jc * K + round_up(nc, NR) * pc;
+        } else {
 #pragma omp for schedule(static)
-        for (int64_t q = 0; q < n_panels; ++q)
-          pack(B, jc + q * NR, std::min<int64_t>(NR, nc - q * NR), pc, kc, NR,
-               b_pack.get() + q * NR * kc);
-        // (implicit barrier: the B block is complete)
+          for (int64_t q = 0; q < n_panels; ++q)
+            pack(*B, jc + q * NR, std::min<int64_t>(NR, nc - q * NR), pc, kc, NR,
+                 b_pack.get() + q * NR * kc);
+          // (implicit barrier: the B block is complete)
+        }
 
         int64_t packed_block = -1;
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < n_iblocks * n_splits; ++item) {
           const int64_t ib = item / n_splits, split = item % n_splits;
-          const int64_t i0 = ib * mc, m = std::min(mc, M - i0);
+          const int64_t i0 = work.row(ib, MR), m = std::min(work.row(ib + 1, MR), M) - i0;
           if (ib != packed_block) {
             pack(A, i0, m, pc, kc, MR, a_mine);
             packed_block = ib;
@@ -307,9 +316,9 @@ void gemm(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A, const GemmOp
               const int64_t mr = std::min<int64_t>(MR, m - ir);
               T* c = C + (i0 + ir) * ldc + jc + j0;
               if (mr == MR && n == NR) {
-                uk.fn(kc, a_mine + ir * kc, b_pack.get() + j0 * kc, c, ldc, !first);
+                uk.fn(kc, a_mine + ir * kc, b_block + j0 * kc, c, ldc, !first);
               } else {
-                uk.fn(kc, a_mine + ir * kc, b_pack.get() + j0 * kc, edge, NR, false);
+                uk.fn(kc, a_mine + ir * kc, b_block + j0 * kc, edge, NR, false);
                 store_partial_tile(edge, NR, mr, n, c, ldc, !first);
               }
               if (last) apply_epilogue(ep, mr, n, C, ldc, i0 + ir, jc + j0);
@@ -322,13 +331,66 @@ void gemm(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A, const GemmOp
   }
 }
 
+}  // namespace
+
+void AlignedFree::operator()(void* p) const { std::free(p); }
+
+// Whole cache lines, and aligned vector loads in the micro-kernels.
+template <typename T>
+AlignedArray<T> aligned_array(int64_t n) {
+  const size_t bytes = static_cast<size_t>(round_up(std::max<int64_t>(n, 1) * sizeof(T), 64));
+  T* p = static_cast<T*>(std::aligned_alloc(64, bytes));
+  if (!p) throw std::bad_alloc();
+  return AlignedArray<T>(p);
+}
+
+template <typename T>
+void gemm(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A, const GemmOperand<T>& B,
+          T* C, int64_t ldc, const GemmEpilogue<T>& ep) {
+  gemm_blocked<T>(M, N, K, A, &B, nullptr, C, ldc, ep);
+}
+
+// The blocks gemm_blocked packs one at a time, stored one after the other: column block
+// jc (NC wide, a multiple of NR) starts at jc * K, and its k slice pc at round_up(nc, NR) * pc
+// within it, each slice being round_up(nc, NR) / NR panels of NR x kc.
+template <typename T>
+PackedOperand<T> pack_operand(int64_t N, int64_t K, const GemmOperand<T>& B) {
+  const int NR = microkernel_for_this_cpu<T>().nr;
+  PackedOperand<T> out{N, K, aligned_array<T>(round_up(std::max<int64_t>(N, 0), NR) * K)};
+  if (N <= 0 || K <= 0) return out;
+  T* dst = out.data.get();
+  const int64_t n_panels = ceil_div(N, NR);
+  const int nt = double(N) * double(K) < kParallelMinWork ? 1 : max_threads();
+  // One panel (NR columns, all of K) per iteration; its slices go where gemm_blocked looks.
+#pragma omp parallel for schedule(static) num_threads(nt)
+  for (int64_t q = 0; q < n_panels; ++q) {
+    const int64_t j = q * NR, jc = j / NC * NC, nc = std::min(NC, N - jc);
+    const int64_t n = std::min<int64_t>(NR, N - j);
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
+      pack(B, j, n, pc, kc, NR, dst + jc * K + round_up(nc, NR) * pc + (j - jc) * kc);
+    }
+  }
+  return out;
+}
+
+template <typename T>
+void gemm(int64_t M, const GemmOperand<T>& A, const PackedOperand<T>& B, T* C, int64_t ldc,
+          const GemmEpilogue<T>& ep) {
+  gemm_blocked<T>(M, B.N, B.K, A, nullptr, B.data.get(), C, ldc, ep);
+}
+
 const char* gemm_kernel_isa() { return microkernel_for_this_cpu<float>().isa; }
 
-template void gemm<float>(int64_t, int64_t, int64_t, const GemmOperand<float>&,
-                          const GemmOperand<float>&, float*, int64_t,
-                          const GemmEpilogue<float>&);
-template void gemm<double>(int64_t, int64_t, int64_t, const GemmOperand<double>&,
-                           const GemmOperand<double>&, double*, int64_t,
-                           const GemmEpilogue<double>&);
+#define UNET_INSTANTIATE(T)                                                                    \
+  template void gemm<T>(int64_t, int64_t, int64_t, const GemmOperand<T>&, const GemmOperand<T>&, \
+                        T*, int64_t, const GemmEpilogue<T>&);                                    \
+  template void gemm<T>(int64_t, const GemmOperand<T>&, const PackedOperand<T>&, T*, int64_t,    \
+                        const GemmEpilogue<T>&);                                                 \
+  template PackedOperand<T> pack_operand<T>(int64_t, int64_t, const GemmOperand<T>&);            \
+  template AlignedArray<T> aligned_array<T>(int64_t);
+UNET_INSTANTIATE(float)
+UNET_INSTANTIATE(double)
+#undef UNET_INSTANTIATE
 
 }  // namespace unet::cpu

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "unet/activations.h"
 
@@ -38,6 +39,31 @@ struct GemmEpilogue {
 template <typename T>
 void gemm(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A, const GemmOperand<T>& B,
           T* C, int64_t ldc, const GemmEpilogue<T>& epilogue = {});
+
+struct AlignedFree {
+  void operator()(void* p) const;
+};
+// 64-byte aligned, uninitialised storage for n elements (throws std::bad_alloc).
+template <typename T>
+using AlignedArray = std::unique_ptr<T[], AlignedFree>;
+template <typename T>
+AlignedArray<T> aligned_array(int64_t n);
+
+// The B operand (N x K) packed once in the micro-kernel's order, for many products with
+// the same matrix: a recurrent layer multiplies by its weights at every step, and packing
+// them each time would read and write the whole matrix once more per step.
+template <typename T>
+struct PackedOperand {
+  int64_t N = 0, K = 0;
+  AlignedArray<T> data;
+};
+template <typename T>
+PackedOperand<T> pack_operand(int64_t N, int64_t K, const GemmOperand<T>& B);
+
+// gemm(M, B.N, B.K, A, <the operand B was packed from>, C, ldc, epilogue), bit for bit.
+template <typename T>
+void gemm(int64_t M, const GemmOperand<T>& A, const PackedOperand<T>& B, T* C, int64_t ldc,
+          const GemmEpilogue<T>& epilogue = {});
 
 // Which micro-kernel runtime dispatch chose on this CPU: "avx512", "avx2" or "generic"
 // (the environment variable UNET_CPU_ISA=avx2|generic, read once, asks for a narrower one).

@@ -5,10 +5,12 @@ from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, LeakyReLU, L
                      ReLU, Sigmoid, Softmax, Tanh)
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from .module import Module, Parameter
-from .rnn import LSTM
+from . import utils
+from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase
 
 __all__ = [
     "init", "Module", "Parameter", "Sequential", "ModuleList", "Linear", "Embedding", "Dropout",
     "LayerNorm", "Identity", "ReLU", "GELU", "Tanh", "Sigmoid", "LeakyReLU", "Softmax",
-    "LogSoftmax", "MSELoss", "CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss", "LSTM",
+    "LogSoftmax", "MSELoss", "CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss", "RNNBase", "RNN", "LSTM", "GRU",
+    "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell", "utils",
 ]

@@ -1,0 +1,703 @@
+// CPU recurrent layers (math and contract in unet/rnn.h): LSTM (optionally projected), GRU
+// and the tanh/ReLU RNN over a whole sequence, forward and backward through time.
+//
+//   forward    gates = x W_ih^T + b_ih                  one GEMM over all T*B rows
+//              per step: hg = h W_hh^T + b_hh           GEMM with M = B, W_hh packed once
+//                        one fused pass over (b, j)     gate activations, state update,
+//                                                       padding mask, saves for backward
+//                        LSTM projection: h = m W_hr^T  GEMM + a pass for the mask
+//   backward   per step, last to first: one fused pass turns dh (and dc) into dG, the
+//              gradient of the gate pre-activations; then dh_prev = dG W_hh (GEMM)
+//              then, over all T*B rows at once: dx = dG W_ih, dW_ih = dG^T x,
+//              dW_hh = dG^T h_prev, db = column sums of dG (dW_hr = dh^T m)
+//
+// Rows: at step s sequence b is at time t = time(s, b): t = s forward, t = L_b-1-s in
+// reverse. Padded steps (s >= L_b) map to t = s, a time reverse leaves unused, so every
+// (s, b) owns one row (t, b) of the [T, B, ...] planes below, and the all-steps GEMMs find
+// dG, x and h_prev of one step on the same row.
+//
+// Workspace (forward -> backward), planes of T*B rows:
+//   gates [G*H]  first the input projection, then the activated gates (LSTM i,f,g,o;
+//                GRU r,z,n; RNN the new h)
+//   aux1  [H]    LSTM c_t; GRU h W_hn^T + b_hn (dr needs it); RNN unused
+//   aux2  [H]    LSTM tanh(c_t), or m_t = o*tanh(c_t) with a projection; else unused
+//   hprev [P]    the state h the step started from
+// Padded rows hold zeros, or the carried state, so that they add nothing to the sums.
+// Scratch (backward): dG [T,B,G*H] for W_ih, b_ih and x, then a second plane: GRU's dG for
+// W_hh, b_hh and h (its n part is r * dn), or with a projection the dh of every step.
+// Buffers of B rows and the packed weights are allocated per call.
+//
+// Threads: the GEMMs split their output; the fused passes give each thread whole chunks of
+// rows. Every element is computed one fixed way, so results do not depend on the thread
+// count.
+#include <algorithm>
+#include <string>
+
+#include "gemm.h"
+#include "unet/activations.h"
+#include "unet/rnn.h"
+
+namespace unet::cpu {
+namespace {
+
+// Below this many elements a fused pass runs on one thread.
+constexpr int64_t kParallelMinElems = 2048;
+// Columns per work item of a fused pass.
+constexpr int64_t kChunk = 512;
+
+// f(b, j0, j1) for every row b < rows over columns [0, n) in chunks, on all threads when
+// worth it. Each element is computed by one thread in a fixed way: results do not depend
+// on the thread count.
+template <typename F>
+void for_rows(int64_t rows, int64_t n, const F& f) {
+  const int64_t chunks = (n + kChunk - 1) / kChunk, items = rows * chunks;
+#pragma omp parallel for schedule(static) if (rows * n >= kParallelMinElems)
+  for (int64_t item = 0; item < items; ++item) {
+    const int64_t b = item / chunks, j0 = item % chunks * kChunk;
+    f(b, j0, std::min(n, j0 + kChunk));
+  }
+}
+
+// sums[j] = sum over rows i (in order) of src[i*n + j]. Threads own column blocks.
+template <typename T>
+void column_sums(int64_t rows, int64_t n, const T* src, T* sums) {
+  constexpr int64_t kCols = 64;
+#pragma omp parallel for schedule(static) if (rows * n > (int64_t(1) << 16))
+  for (int64_t j0 = 0; j0 < n; j0 += kCols) {
+    const int64_t m = std::min(kCols, n - j0);
+    T acc[kCols] = {};
+    for (int64_t i = 0; i < rows; ++i) {
+      const T* row = src + i * n + j0;
+      for (int64_t j = 0; j < m; ++j) acc[j] += row[j];
+    }
+    std::copy(acc, acc + m, sums + j0);
+  }
+}
+
+template <typename T>
+void copy_or_zero(const T* src, int64_t n, T* dst) {
+  if (src)
+    std::copy(src, src + n, dst);
+  else
+    std::fill(dst, dst + n, T(0));
+}
+
+// The shapes, the step -> time map and the workspace planes of one call.
+template <typename T>
+struct Layer {
+  RnnMode mode;
+  int64_t steps, B, I, H, P, G, GH;
+  bool reverse, proj;
+  const int64_t* lengths;
+  // Every sequence at one time in each step: forward, or all lengths == T.
+  bool aligned;
+  T *gates, *aux1, *aux2, *hprev;
+
+  explicit Layer(const RnnForwardArgs<T>& a)
+      : mode(a.mode), steps(a.steps), B(a.batch), I(a.input_size), H(a.hidden_size),
+        P(a.proj_size), G(rnn_gate_count(a.mode)), GH(G * H), reverse(a.reverse),
+        proj(a.mode == RnnMode::LSTM && a.proj_size != a.hidden_size), lengths(a.lengths) {
+    aligned = !reverse || !lengths || std::all_of(lengths, lengths + B, [&](int64_t L) {
+      return L == steps;
+    });
+    gates = a.workspace;
+    aux1 = gates + steps * B * GH;
+    aux2 = aux1 + steps * B * H;
+    hprev = aux2 + steps * B * H;
+  }
+
+  int64_t length(int64_t b) const { return lengths ? lengths[b] : steps; }
+  int64_t time(int64_t s, int64_t b) const {
+    const int64_t L = length(b);
+    return reverse && s < L ? L - 1 - s : s;
+  }
+  // Row (t, b) of a plane `width` wide.
+  int64_t row(int64_t s, int64_t b, int64_t width) const { return (time(s, b) * B + b) * width; }
+};
+
+// ------------------------------------------------------------------ row kernels -----
+//
+// The fused passes' inner loops: columns [j0, j1) of one row (one sequence at one step).
+// The activations are plain arithmetic (unet/activations.h), so these loops vectorize;
+// they are compiled once per instruction set, like the GEMM's micro-kernel, and the one
+// the GEMM runs with (UNET_CPU_ISA) is used. State arrays are updated in place, element by
+// element, so some pointers of a row may alias: `omp simd` (no dependence between
+// iterations) rather than restrict.
+
+#define UNET_ALWAYS_INLINE __attribute__((always_inline)) inline
+
+template <typename T>
+struct LstmForwardRow {
+  T* gates;       // [4H] in: x W_ih^T + b_ih; out: i, f, g, o
+  const T* hg;    // [4H] h W_hh^T + b_hh
+  T* c;           // [H] the cell state, updated
+  T* c_saved;     // [H] c_t
+  T* aux;         // [H] tanh(c_t), or m_t with a projection
+  T* h;           // [H] without a projection: the state, updated ...
+  T* hprev;       // ... its old value
+  T* y;           // ... and the output
+  T* m;           // [H] with a projection: m_t for this step's h = m W_hr^T (else null)
+  int64_t H;
+};
+
+template <typename T, bool kProj>
+UNET_ALWAYS_INLINE void lstm_forward_cols(const LstmForwardRow<T>& r, int64_t j0, int64_t j1) {
+  const int64_t H = r.H;
+  T *g = r.gates, *c = r.c, *c_saved = r.c_saved, *aux = r.aux, *h = r.h, *hprev = r.hprev,
+    *y = r.y, *m = r.m;
+  const T* q = r.hg;
+#pragma omp simd
+  for (int64_t j = j0; j < j1; ++j) {
+    const T i = sigmoid(g[j] + q[j]);
+    const T f = sigmoid(g[H + j] + q[H + j]);
+    const T z = tanh_(g[2 * H + j] + q[2 * H + j]);
+    const T o = sigmoid(g[3 * H + j] + q[3 * H + j]);
+    const T cn = f * c[j] + i * z;
+    const T tc = tanh_(cn);
+    g[j] = i, g[H + j] = f, g[2 * H + j] = z, g[3 * H + j] = o;
+    c[j] = c_saved[j] = cn;
+    if constexpr (kProj) {
+      aux[j] = m[j] = o * tc;
+    } else {
+      aux[j] = tc;
+      hprev[j] = h[j];
+      h[j] = y[j] = o * tc;
+    }
+  }
+}
+
+template <typename T>
+UNET_ALWAYS_INLINE void run_row(const LstmForwardRow<T>& r, int64_t j0, int64_t j1) {
+  if (r.m)
+    lstm_forward_cols<T, true>(r, j0, j1);
+  else
+    lstm_forward_cols<T, false>(r, j0, j1);
+}
+
+template <typename T>
+struct GruForwardRow {
+  T* gates;       // [3H] in: x W_ih^T + b_ih; out: r, z, n
+  const T* hg;    // [3H] h W_hh^T + b_hh
+  T* hn_saved;    // [H] h W_hn^T + b_hn
+  T* h;           // [H] the state, updated ...
+  T* hprev;       // ... its old value
+  T* y;           // ... and the output
+  int64_t H;
+};
+
+template <typename T>
+UNET_ALWAYS_INLINE void run_row(const GruForwardRow<T>& w, int64_t j0, int64_t j1) {
+  const int64_t H = w.H;
+  T *g = w.gates, *hn_saved = w.hn_saved, *h = w.h, *hprev = w.hprev, *y = w.y;
+  const T* q = w.hg;
+#pragma omp simd
+  for (int64_t j = j0; j < j1; ++j) {
+    const T r = sigmoid(g[j] + q[j]);
+    const T z = sigmoid(g[H + j] + q[H + j]);
+    const T hn = q[2 * H + j];
+    const T n = tanh_(g[2 * H + j] + r * hn);
+    const T hp = h[j];
+    g[j] = r, g[H + j] = z, g[2 * H + j] = n;
+    hn_saved[j] = hn;
+    hprev[j] = hp;
+    h[j] = y[j] = n + z * (hp - n);  // (1 - z) n + z h
+  }
+}
+
+template <typename T>
+struct RnnForwardRow {
+  T* gates;       // [H] in: x W_ih^T + b_ih; out: the new h
+  const T* hg;    // [H] h W_hh^T + b_hh
+  T* h;           // [H] the state, updated ...
+  T* hprev;       // ... its old value
+  T* y;           // ... and the output
+  bool relu;
+};
+
+template <typename T, bool kRelu>
+UNET_ALWAYS_INLINE void rnn_forward_cols(const RnnForwardRow<T>& r, int64_t j0, int64_t j1) {
+  T *g = r.gates, *h = r.h, *hprev = r.hprev, *y = r.y;
+  const T* q = r.hg;
+#pragma omp simd
+  for (int64_t j = j0; j < j1; ++j) {
+    const T z = g[j] + q[j];
+    const T hn = kRelu ? (z > T(0) ? z : T(0)) : tanh_(z);
+    hprev[j] = h[j];
+    g[j] = h[j] = y[j] = hn;
+  }
+}
+
+template <typename T>
+UNET_ALWAYS_INLINE void run_row(const RnnForwardRow<T>& r, int64_t j0, int64_t j1) {
+  if (r.relu)
+    rnn_forward_cols<T, true>(r, j0, j1);
+  else
+    rnn_forward_cols<T, false>(r, j0, j1);
+}
+
+// In backward, `dh_later` is the gradient that reaches the step's output state from later
+// steps (dh_prev of the step after, grad_h_n, or zeros), and likewise dc_later.
+template <typename T>
+struct LstmBackwardRow {
+  const T* dh_later;  // [H] without a projection (with one, dm carries dh)
+  const T* gy;        // [H] without a projection: grad_y at this step
+  const T* dm;        // [H] with a projection: dh W_hr (else null)
+  const T* dc_later;  // [H]
+  const T* gates;     // [4H] i, f, g, o
+  const T* c;         // [H] c_t
+  const T* tc;        // [H] tanh(c_t); null with a projection (then recomputed)
+  const T* c_prev;    // [H] c_{t-1}
+  T* dg;              // [4H] out: the gates' pre-activation gradients
+  T* dc;              // [H] out: dc_{t-1} (may be dc_later)
+  int64_t H;
+};
+
+template <typename T, bool kProj>
+UNET_ALWAYS_INLINE void lstm_backward_cols(const LstmBackwardRow<T>& r, int64_t j0, int64_t j1) {
+  const int64_t H = r.H;
+  const T *dh_later = r.dh_later, *gy = r.gy, *dm = r.dm, *dc_later = r.dc_later, *g = r.gates,
+          *c = r.c, *tc_saved = r.tc, *c_prev = r.c_prev;
+  T *dg = r.dg, *dc = r.dc;
+#pragma omp simd
+  for (int64_t j = j0; j < j1; ++j) {
+    const T dh = kProj ? dm[j] : dh_later[j] + gy[j];
+    const T i = g[j], f = g[H + j], z = g[2 * H + j], o = g[3 * H + j];
+    const T tc = kProj ? tanh_(c[j]) : tc_saved[j];
+    const T dct = dc_later[j] + dh * o * (T(1) - tc * tc);
+    dg[j] = dct * z * i * (T(1) - i);
+    dg[H + j] = dct * c_prev[j] * f * (T(1) - f);
+    dg[2 * H + j] = dct * i * (T(1) - z * z);
+    dg[3 * H + j] = dh * tc * o * (T(1) - o);
+    dc[j] = dct * f;
+  }
+}
+
+template <typename T>
+UNET_ALWAYS_INLINE void run_row(const LstmBackwardRow<T>& r, int64_t j0, int64_t j1) {
+  if (r.dm)
+    lstm_backward_cols<T, true>(r, j0, j1);
+  else
+    lstm_backward_cols<T, false>(r, j0, j1);
+}
+
+template <typename T>
+struct GruBackwardRow {
+  const T* dh_later;      // [H]
+  const T* direct_later;  // [H] the z * dh part of dh_later (zeros where there is none)
+  const T* gy;            // [H]
+  const T* gates;         // [3H] r, z, n
+  const T* hn;            // [H] h W_hn^T + b_hn
+  const T* hprev;         // [H]
+  T* di;                  // [3H] out: dG for W_ih, b_ih, x
+  T* dh_side;             // [3H] out: dG for W_hh, b_hh, h (n part: r * dn)
+  T* direct;              // [H] out: z * dh for the step before (may be direct_later)
+  int64_t H;
+};
+
+template <typename T>
+UNET_ALWAYS_INLINE void run_row(const GruBackwardRow<T>& w, int64_t j0, int64_t j1) {
+  const int64_t H = w.H;
+  const T *dh_later = w.dh_later, *direct_later = w.direct_later, *gy = w.gy, *g = w.gates,
+          *hn = w.hn, *hprev = w.hprev;
+  T *di = w.di, *dh_side = w.dh_side, *direct = w.direct;
+#pragma omp simd
+  for (int64_t j = j0; j < j1; ++j) {
+    const T dh = dh_later[j] + direct_later[j] + gy[j];
+    const T r = g[j], z = g[H + j], n = g[2 * H + j];
+    const T dn = dh * (T(1) - z) * (T(1) - n * n);
+    const T dz = dh * (hprev[j] - n) * z * (T(1) - z);
+    const T dr = dn * hn[j] * r * (T(1) - r);
+    di[j] = dh_side[j] = dr;
+    di[H + j] = dh_side[H + j] = dz;
+    di[2 * H + j] = dn;
+    dh_side[2 * H + j] = dn * r;
+    direct[j] = dh * z;
+  }
+}
+
+template <typename T>
+struct RnnBackwardRow {
+  const T* dh_later;  // [H]
+  const T* gy;        // [H]
+  const T* h;         // [H] the step's output act(z)
+  T* dg;              // [H] out
+  bool relu;
+};
+
+template <typename T>
+UNET_ALWAYS_INLINE void run_row(const RnnBackwardRow<T>& r, int64_t j0, int64_t j1) {
+  const T *dh_later = r.dh_later, *gy = r.gy, *h = r.h;
+  T* dg = r.dg;
+  if (r.relu) {
+#pragma omp simd
+    for (int64_t j = j0; j < j1; ++j) dg[j] = h[j] > T(0) ? dh_later[j] + gy[j] : T(0);
+  } else {
+#pragma omp simd
+    for (int64_t j = j0; j < j1; ++j) dg[j] = (dh_later[j] + gy[j]) * (T(1) - h[j] * h[j]);
+  }
+}
+
+// One entry point per instruction set for each row type; RowKernel<Row>::get() the one in use.
+#if defined(__x86_64__) || defined(__i386__)
+template <typename Row>
+__attribute__((target("avx512f,fma"))) void run_row_avx512(const Row& r, int64_t j0, int64_t j1) {
+  run_row(r, j0, j1);
+}
+template <typename Row>
+__attribute__((target("avx2,fma"))) void run_row_avx2(const Row& r, int64_t j0, int64_t j1) {
+  run_row(r, j0, j1);
+}
+#endif
+template <typename Row>
+void run_row_generic(const Row& r, int64_t j0, int64_t j1) {
+  run_row(r, j0, j1);
+}
+
+template <typename Row>
+using RowFn = void (*)(const Row&, int64_t, int64_t);
+
+template <typename Row>
+RowFn<Row> row_kernel() {
+  static const RowFn<Row> fn = [] {
+    const std::string isa = gemm_kernel_isa();
+#if defined(__x86_64__) || defined(__i386__)
+    if (isa == "avx512") return &run_row_avx512<Row>;
+    if (isa == "avx2") return &run_row_avx2<Row>;
+#endif
+    return &run_row_generic<Row>;
+  }();
+  return fn;
+}
+
+// ------------------------------------------------------------------ forward ---------
+
+template <typename T>
+void lstm_forward_step(const Layer<T>& L, const RnnForwardArgs<T>& a, int64_t s, const T* hg,
+                       T* mstep) {
+  const int64_t H = L.H, GH = L.GH;
+  const RowFn<LstmForwardRow<T>> kernel = row_kernel<LstmForwardRow<T>>();
+  for_rows(L.B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+    // Without a projection P == H: h, y and hprev share the column index j. With one, m
+    // goes to mstep, and lstm_projection_step writes those.
+    const LstmForwardRow<T> r{L.gates + L.row(s, b, GH),
+                              hg + b * GH,
+                              a.c_n + b * H,
+                              L.aux1 + L.row(s, b, H),
+                              L.aux2 + L.row(s, b, H),
+                              L.proj ? nullptr : a.h_n + b * H,
+                              L.proj ? nullptr : L.hprev + L.row(s, b, H),
+                              L.proj ? nullptr : a.y + L.row(s, b, H),
+                              L.proj ? mstep + b * H : nullptr,
+                              H};
+    if (s < L.length(b)) return kernel(r, j0, j1);
+    // A padded step: the state stays, nothing flows.
+    for (int64_t k = 0; k < 4; ++k) std::fill(r.gates + k * H + j0, r.gates + k * H + j1, T(0));
+    std::copy(r.c + j0, r.c + j1, r.c_saved + j0);
+    std::fill(r.aux + j0, r.aux + j1, T(0));
+    if (L.proj) {
+      std::fill(r.m + j0, r.m + j1, T(0));
+    } else {
+      std::copy(r.h + j0, r.h + j1, r.hprev + j0);
+      std::fill(r.y + j0, r.y + j1, T(0));
+    }
+  });
+}
+
+// h = m W_hr^T has been computed into hnew [B, P]: the state and y take it where active.
+template <typename T>
+void lstm_projection_step(const Layer<T>& L, const RnnForwardArgs<T>& a, int64_t s,
+                          const T* hnew) {
+  const int64_t P = L.P;
+  for_rows(L.B, P, [&](int64_t b, int64_t j0, int64_t j1) {
+    T* h = a.h_n + b * P;
+    T* y = a.y + L.row(s, b, P);
+    std::copy(h + j0, h + j1, L.hprev + L.row(s, b, P) + j0);
+    if (s < L.length(b)) {
+      std::copy(hnew + b * P + j0, hnew + b * P + j1, h + j0);
+      std::copy(hnew + b * P + j0, hnew + b * P + j1, y + j0);
+    } else {
+      std::fill(y + j0, y + j1, T(0));
+    }
+  });
+}
+
+template <typename T>
+void gru_forward_step(const Layer<T>& L, const RnnForwardArgs<T>& a, int64_t s, const T* hg) {
+  const int64_t H = L.H, GH = L.GH;
+  const RowFn<GruForwardRow<T>> kernel = row_kernel<GruForwardRow<T>>();
+  for_rows(L.B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+    const GruForwardRow<T> r{L.gates + L.row(s, b, GH), hg + b * GH,   L.aux1 + L.row(s, b, H),
+                             a.h_n + b * H,             L.hprev + L.row(s, b, H),
+                             a.y + L.row(s, b, H),      H};
+    if (s < L.length(b)) return kernel(r, j0, j1);
+    for (int64_t k = 0; k < 3; ++k) std::fill(r.gates + k * H + j0, r.gates + k * H + j1, T(0));
+    std::fill(r.hn_saved + j0, r.hn_saved + j1, T(0));
+    std::copy(r.h + j0, r.h + j1, r.hprev + j0);
+    std::fill(r.y + j0, r.y + j1, T(0));
+  });
+}
+
+template <typename T>
+void rnn_forward_step(const Layer<T>& L, const RnnForwardArgs<T>& a, int64_t s, const T* hg) {
+  const int64_t H = L.H;
+  const RowFn<RnnForwardRow<T>> kernel = row_kernel<RnnForwardRow<T>>();
+  for_rows(L.B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+    const RnnForwardRow<T> r{L.gates + L.row(s, b, H), hg + b * H, a.h_n + b * H,
+                             L.hprev + L.row(s, b, H), a.y + L.row(s, b, H),
+                             L.mode == RnnMode::RNN_RELU};
+    if (s < L.length(b)) return kernel(r, j0, j1);
+    std::fill(r.gates + j0, r.gates + j1, T(0));
+    std::copy(r.h + j0, r.h + j1, r.hprev + j0);
+    std::fill(r.y + j0, r.y + j1, T(0));
+  });
+}
+
+// ------------------------------------------------------------------ backward --------
+
+template <typename T>
+struct BackwardPlanes {
+  T* dgi;     // [T,B,G*H] dG, input side
+  T* dgh;     // [T,B,G*H] dG, hidden side (== dgi but for GRU)
+  T* dhtot;   // [T,B,P] dh of every step (LSTM with projection)
+  T* dgstep;  // [B,G*H] this step's hidden-side dG, contiguous (when rows are not aligned)
+};
+
+// Where the gradient reaching sequence b's state after step s comes from: dh_prev of step
+// s+1 (`rec`, and for GRU `direct`) where the sequence goes on, else grad_h_n or zeros.
+template <typename T>
+struct LaterGrad {
+  const T* rec;     // [B, P] dG(s+1) W_hh
+  const T* direct;  // [B, H] GRU: z * dh of step s+1; else null
+  const T* h_n;     // [B, P] grad_h_n, or null
+  const T* zeros;   // at least max(H, P) zeros
+  int64_t P;
+  const T* dh(bool continues, int64_t b) const {
+    return continues ? rec + b * P : h_n ? h_n + b * P : zeros;
+  }
+  const T* direct_part(bool continues, int64_t b) const {
+    return continues ? direct + b * P : zeros;
+  }
+};
+
+// Zeroes a padded row's dG (and its contiguous copy), so that it adds nothing to the sums.
+template <typename T>
+void zero_gates(T* dg, T* dst, int64_t G, int64_t H, int64_t j0, int64_t j1) {
+  for (int64_t k = 0; k < G; ++k) {
+    std::fill(dg + k * H + j0, dg + k * H + j1, T(0));
+    if (dst) std::fill(dst + k * H + j0, dst + k * H + j1, T(0));
+  }
+}
+
+template <typename T>
+void copy_gates(const T* dg, T* dst, int64_t G, int64_t H, int64_t j0, int64_t j1) {
+  if (dst)
+    for (int64_t k = 0; k < G; ++k) std::copy(dg + k * H + j0, dg + k * H + j1, dst + k * H + j0);
+}
+
+template <typename T>
+void lstm_backward_step(const Layer<T>& L, const RnnBackwardArgs<T>& a,
+                        const BackwardPlanes<T>& d, int64_t s, const LaterGrad<T>& later,
+                        const T* dm, T* dc) {
+  const int64_t H = L.H, B = L.B, GH = L.GH;
+  const RnnForwardArgs<T>& f = a.fwd;
+  const RowFn<LstmBackwardRow<T>> kernel = row_kernel<LstmBackwardRow<T>>();
+  for_rows(B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+    const int64_t len = L.length(b);
+    T* dg = d.dgi + L.row(s, b, GH);
+    T* dst = L.aligned ? nullptr : d.dgstep + b * GH;
+    if (s >= len) return zero_gates(dg, dst, 4, H, j0, j1);
+    const bool continues = s + 1 < len;
+    const T* dc_later = continues ? dc + b * H : a.grad_c_n ? a.grad_c_n + b * H : later.zeros;
+    // c_{t-1}: the cell state the previous step of this sequence left, or c0.
+    const T* c_prev = s == 0 ? f.c0 + b * H : L.aux1 + (L.time(s - 1, b) * B + b) * H;
+    const LstmBackwardRow<T> r{L.proj ? nullptr : later.dh(continues, b),
+                               L.proj ? nullptr : a.grad_y + L.row(s, b, H),
+                               L.proj ? dm + b * H : nullptr,
+                               dc_later,
+                               L.gates + L.row(s, b, GH),
+                               L.aux1 + L.row(s, b, H),
+                               L.proj ? nullptr : L.aux2 + L.row(s, b, H),
+                               c_prev,
+                               dg,
+                               dc + b * H,
+                               H};
+    kernel(r, j0, j1);
+    copy_gates(dg, dst, 4, H, j0, j1);
+  });
+}
+
+// With a projection, h = m W_hr^T: dh (the later gradient plus grad_y) is kept for dW_hr
+// and copied to dhstep for this step's dm = dh W_hr.
+template <typename T>
+void lstm_projection_backward_step(const Layer<T>& L, const RnnBackwardArgs<T>& a,
+                                   const BackwardPlanes<T>& d, int64_t s,
+                                   const LaterGrad<T>& later, T* dhstep) {
+  const int64_t P = L.P;
+  for_rows(L.B, P, [&](int64_t b, int64_t j0, int64_t j1) {
+    const int64_t len = L.length(b);
+    T* dh = d.dhtot + L.row(s, b, P);
+    T* step = dhstep + b * P;
+    if (s >= len) {
+      std::fill(dh + j0, dh + j1, T(0));
+      std::fill(step + j0, step + j1, T(0));
+      return;
+    }
+    const T* dh_later = later.dh(s + 1 < len, b);
+    const T* gy = a.grad_y + L.row(s, b, P);
+    for (int64_t j = j0; j < j1; ++j) dh[j] = step[j] = dh_later[j] + gy[j];
+  });
+}
+
+template <typename T>
+void gru_backward_step(const Layer<T>& L, const RnnBackwardArgs<T>& a,
+                       const BackwardPlanes<T>& d, int64_t s, const LaterGrad<T>& later,
+                       T* direct) {
+  const int64_t H = L.H, GH = L.GH;
+  const RowFn<GruBackwardRow<T>> kernel = row_kernel<GruBackwardRow<T>>();
+  for_rows(L.B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+    const int64_t len = L.length(b);
+    T* di = d.dgi + L.row(s, b, GH);
+    T* dh_side = d.dgh + L.row(s, b, GH);
+    T* dst = L.aligned ? nullptr : d.dgstep + b * GH;
+    if (s >= len) {
+      zero_gates(di, dst, 3, H, j0, j1);
+      return zero_gates(dh_side, static_cast<T*>(nullptr), 3, H, j0, j1);
+    }
+    const bool continues = s + 1 < len;
+    const GruBackwardRow<T> r{later.dh(continues, b),     later.direct_part(continues, b),
+                              a.grad_y + L.row(s, b, H),  L.gates + L.row(s, b, GH),
+                              L.aux1 + L.row(s, b, H),    L.hprev + L.row(s, b, H),
+                              di,                         dh_side,
+                              direct + b * H,             H};
+    kernel(r, j0, j1);
+    copy_gates(dh_side, dst, 3, H, j0, j1);
+  });
+}
+
+template <typename T>
+void rnn_backward_step(const Layer<T>& L, const RnnBackwardArgs<T>& a,
+                       const BackwardPlanes<T>& d, int64_t s, const LaterGrad<T>& later) {
+  const int64_t H = L.H;
+  const RowFn<RnnBackwardRow<T>> kernel = row_kernel<RnnBackwardRow<T>>();
+  for_rows(L.B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+    const int64_t len = L.length(b);
+    T* dg = d.dgi + L.row(s, b, H);
+    T* dst = L.aligned ? nullptr : d.dgstep + b * H;
+    if (s >= len) return zero_gates(dg, dst, 1, H, j0, j1);
+    const RnnBackwardRow<T> r{later.dh(s + 1 < len, b), a.grad_y + L.row(s, b, H),
+                              L.gates + L.row(s, b, H), dg, L.mode == RnnMode::RNN_RELU};
+    kernel(r, j0, j1);
+    copy_gates(dg, dst, 1, H, j0, j1);
+  });
+}
+
+}  // namespace
+
+template <typename T>
+void rnn_forward(const RnnForwardArgs<T>& a) {
+  const Layer<T> L(a);
+  const int64_t B = L.B, H = L.H, P = L.P, GH = L.GH, TB = L.steps * B;
+  std::copy(a.h0, a.h0 + B * P, a.h_n);
+  if (a.mode == RnnMode::LSTM) std::copy(a.c0, a.c0 + B * H, a.c_n);
+  if (TB == 0) return;
+
+  gemm<T>(TB, GH, L.I, {a.x, L.I, 1}, {a.w_ih, L.I, 1}, L.gates, GH, {a.b_ih});
+  const PackedOperand<T> w_hh = pack_operand<T>(GH, P, {a.w_hh, P, 1});
+  PackedOperand<T> w_hr;
+  AlignedArray<T> hg = aligned_array<T>(B * GH), mstep, hnew;
+  if (L.proj) {
+    w_hr = pack_operand<T>(P, H, {a.w_hr, H, 1});
+    mstep = aligned_array<T>(B * H);
+    hnew = aligned_array<T>(B * P);
+  }
+
+  for (int64_t s = 0; s < L.steps; ++s) {
+    gemm<T>(B, {a.h_n, P, 1}, w_hh, hg.get(), GH, {a.b_hh});
+    switch (a.mode) {
+      case RnnMode::LSTM:
+        lstm_forward_step(L, a, s, hg.get(), mstep.get());
+        if (L.proj) {
+          gemm<T>(B, {mstep.get(), H, 1}, w_hr, hnew.get(), P);
+          lstm_projection_step(L, a, s, hnew.get());
+        }
+        break;
+      case RnnMode::GRU: gru_forward_step(L, a, s, hg.get()); break;
+      default: rnn_forward_step(L, a, s, hg.get()); break;
+    }
+  }
+}
+
+template <typename T>
+void rnn_backward(const RnnBackwardArgs<T>& a) {
+  const RnnForwardArgs<T>& f = a.fwd;
+  const Layer<T> L(f);
+  const int64_t B = L.B, I = L.I, H = L.H, P = L.P, GH = L.GH, TB = L.steps * B;
+  const bool lstm = f.mode == RnnMode::LSTM, gru = f.mode == RnnMode::GRU;
+
+  BackwardPlanes<T> d{a.scratch, a.scratch, nullptr, nullptr};
+  if (gru) d.dgh = a.scratch + TB * GH;
+  if (L.proj) d.dhtot = a.scratch + TB * GH;
+
+  if (TB == 0) {  // no step, or no sequence: the state gradients pass straight through
+    if (a.grad_h0) copy_or_zero(a.grad_h_n, B * P, a.grad_h0);
+    if (a.grad_c0) copy_or_zero(a.grad_c_n, B * H, a.grad_c0);
+  } else {
+    const PackedOperand<T> w_hh = pack_operand<T>(P, GH, {f.w_hh, 1, P});
+    PackedOperand<T> w_hr;
+    AlignedArray<T> rec = aligned_array<T>(B * P), dgstep, dc, direct, dhstep, dm;
+    if (!L.aligned) dgstep = aligned_array<T>(B * GH);
+    d.dgstep = dgstep.get();
+    // dc runs backwards through the cell states and ends as grad_c0.
+    T* dc_run = nullptr;
+    if (lstm) {
+      if (!a.grad_c0) dc = aligned_array<T>(B * H);
+      dc_run = a.grad_c0 ? a.grad_c0 : dc.get();
+    }
+    if (gru) direct = aligned_array<T>(B * H);
+    if (L.proj) {
+      w_hr = pack_operand<T>(H, P, {f.w_hr, 1, H});
+      dhstep = aligned_array<T>(B * P);
+      dm = aligned_array<T>(B * H);
+    }
+    AlignedArray<T> zeros = aligned_array<T>(std::max(H, P));
+    std::fill(zeros.get(), zeros.get() + std::max(H, P), T(0));
+    const LaterGrad<T> later{rec.get(), direct.get(), a.grad_h_n, zeros.get(), P};
+
+    for (int64_t s = L.steps - 1; s >= 0; --s) {
+      switch (f.mode) {
+        case RnnMode::LSTM:
+          if (L.proj) {
+            lstm_projection_backward_step(L, a, d, s, later, dhstep.get());
+            gemm<T>(B, {dhstep.get(), P, 1}, w_hr, dm.get(), H);
+          }
+          lstm_backward_step(L, a, d, s, later, dm.get(), dc_run);
+          break;
+        case RnnMode::GRU: gru_backward_step(L, a, d, s, later, direct.get()); break;
+        default: rnn_backward_step(L, a, d, s, later); break;
+      }
+      // dh_prev = dG W_hh: for the step before, or (s == 0) grad_h0.
+      if (s == 0 && !a.grad_h0) break;
+      const T* dg = L.aligned ? d.dgh + L.row(s, 0, GH) : d.dgstep;
+      gemm<T>(B, {dg, GH, 1}, w_hh, s > 0 ? rec.get() : a.grad_h0, P);
+    }
+    if (a.grad_h0 && gru)
+      for (int64_t k = 0; k < B * H; ++k) a.grad_h0[k] += direct[k];
+  }
+
+  if (a.grad_x) gemm<T>(TB, I, GH, {d.dgi, GH, 1}, {f.w_ih, 1, I}, a.grad_x, I);
+  if (a.grad_w_ih) gemm<T>(GH, I, TB, {d.dgi, 1, GH}, {f.x, 1, I}, a.grad_w_ih, I);
+  if (a.grad_w_hh) gemm<T>(GH, P, TB, {d.dgh, 1, GH}, {L.hprev, 1, P}, a.grad_w_hh, P);
+  if (a.grad_w_hr) gemm<T>(P, H, TB, {d.dhtot, 1, P}, {L.aux2, 1, H}, a.grad_w_hr, H);
+  if (a.grad_b_ih) column_sums(TB, GH, d.dgi, a.grad_b_ih);
+  if (a.grad_b_hh && a.grad_b_ih && d.dgh == d.dgi)  // LSTM, RNN: one dG, one bias gradient
+    std::copy(a.grad_b_ih, a.grad_b_ih + GH, a.grad_b_hh);
+  else if (a.grad_b_hh)
+    column_sums(TB, GH, d.dgh, a.grad_b_hh);
+}
+
+template void rnn_forward<float>(const RnnForwardArgs<float>&);
+template void rnn_forward<double>(const RnnForwardArgs<double>&);
+template void rnn_backward<float>(const RnnBackwardArgs<float>&);
+template void rnn_backward<double>(const RnnBackwardArgs<double>&);
+
+}  // namespace unet::cpu
