@@ -13,8 +13,9 @@ over torch's (below 1: unet is faster).
 
 The default shapes finish in a few minutes on two cores; ``--full`` adds larger CPU ones;
 the GPU-only ones run with ``--device cuda`` (all tiers). Timings on a loaded machine are
-meaningless (OpenMP and torch's thread pools both stall when their cores are taken):
-run it alone, or compare one core each with OMP_NUM_THREADS=1 (both libraries obey it).
+meaningless (spinning OpenMP threads, unet's and torch's, stall when their cores are
+taken): run it alone, or on a shared machine set OMP_WAIT_POLICY=passive, or compare one
+core each with OMP_NUM_THREADS=1 (both libraries obey both).
 """
 import argparse
 import datetime
@@ -173,6 +174,7 @@ def machine_info(device):
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
     if device == "cuda":

@@ -208,7 +208,7 @@ def test_bad_inputs_name_the_argument():
 
 
 @pytest.mark.parametrize("kwargs, name", [
-    (dict(encoder="cnn"), "encoder"), (dict(encoder="gru"), "encoder"), (dict(decoder="rnn"), "decoder"),
+    (dict(encoder="cnn"), "encoder"), (dict(encoder="bert"), "encoder"), (dict(decoder="cnn"), "decoder"),
     (dict(encoder="transformer"), "encoder"), (dict(hidden_size=0), "hidden_size"),
     (dict(num_layers=1.5), "num_layers"), (dict(dropout=1.0), "dropout"), (dict(loss="hinge"), "loss"),
     (dict(input_size=-1), "input_size"),
@@ -232,3 +232,12 @@ def test_fit_infers_output_size_from_targets():
     classifier = UNet(hidden_size=8, loss="cross_entropy", seed=0)
     classifier.fit(X, rng.integers(0, 5, (16, 6)), epochs=1, verbose=False)
     assert classifier.predict(X[:2]).shape == (2, 6, 5)
+
+
+@pytest.mark.parametrize("encoder,decoder", [("gru", "gru"), ("rnn", "rnn"), ("gru", "lstm"), ("lstm", "gru")])
+def test_other_recurrent_kinds_train(encoder, decoder):
+    x, y = small_task(examples=48)
+    model = UNet(hidden_size=12, encoder=encoder, decoder=decoder, seed=0)
+    history = model.fit(x, y, epochs=8, batch_size=16, lr=1e-2, verbose=False)
+    assert history["loss"][-1] < 0.6 * history["loss"][0]
+    assert isinstance(model.encoder, unet.nn.Module) and model.encoder_kind == encoder

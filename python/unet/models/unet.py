@@ -13,8 +13,8 @@ from ..tensor import Tensor
 from . import training
 from .losses import Loss
 
-KINDS = ("lstm",)
-PLANNED_KINDS = ("gru", "rnn", "cnn")  # accepted by the design, not built yet: rejected, never faked
+KINDS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+PLANNED_KINDS = ("cnn",)  # accepted by the design, not built yet: rejected, never faked
 _FORMAT = "unet.models.UNet"
 
 
@@ -103,10 +103,10 @@ class UNet(nn.Module):
             backend.manual_seed(self.seed)
         dtype = self.dtype.name
         between = self.dropout if self.num_layers > 1 else 0.0  # nn.LSTM warns of dropout it cannot apply
-        self.encoder = nn.LSTM(self.input_size, self.hidden_size, self.num_layers, batch_first=True,
-                               dropout=between, dtype=dtype)
-        self.decoder = nn.LSTM(self.hidden_size, self.hidden_size, self.num_layers, batch_first=True,
-                               dropout=between, dtype=dtype)
+        self.encoder = KINDS[self.encoder_kind](self.input_size, self.hidden_size, self.num_layers,
+                                                batch_first=True, dropout=between, dtype=dtype)
+        self.decoder = KINDS[self.decoder_kind](self.hidden_size, self.hidden_size, self.num_layers,
+                                                batch_first=True, dropout=between, dtype=dtype)
         self.readout = nn.Linear(self.hidden_size, self.output_size, dtype=dtype)
         if self.device.type != "cpu":
             self.to(str(self.device))
@@ -133,11 +133,18 @@ class UNet(nn.Module):
             x = x.unsqueeze(0)
         encoded, state = self.encoder(x)
         encoded = F.dropout(encoded, self.dropout, self.training)
-        decoded, _ = self.decoder(encoded, state)
+        decoded, _ = self.decoder(encoded, self._bridge(state))
         y = self.readout(decoded)
         y = y if batched else y.squeeze(0)
         self._outputs[id(y)] = y
         return y
+
+    def _bridge(self, state):
+        """The encoder's final state in the form the decoder takes: an LSTM carries (h, c), GRU/RNN h."""
+        h = state[0] if isinstance(state, tuple) else state
+        if self.decoder_kind != "lstm":
+            return h
+        return state if isinstance(state, tuple) else (h, h * 0.0)  # a GRU/RNN encoder has no cell
 
     def backward(self, output: Tensor, target) -> float:
         """Compute the loss of ``output`` against ``target``, back-propagate it, return it as a float."""
