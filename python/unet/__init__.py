@@ -7,6 +7,14 @@
     y = unet.forward(x)
     unet.backward(y, np.random.randn(10, 10))
 """
+import os as _os
+
+# OpenMP threads that spin while waiting stall whenever another process holds their core
+# (measured on 2 cores under load: an LSTM step 2-6x slower than one thread); sleeping
+# waiters keep the parallel speed-up on a quiet machine. Set before unet._C loads libgomp;
+# a user's own OMP_WAIT_POLICY wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from ._version import __version__
 from .autograd import enable_grad, is_grad_enabled, no_grad
 from .backend import (Device, bfloat16, bool_, cuda_available, float16, float32, float64, int32,
