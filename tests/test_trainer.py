@@ -62,7 +62,8 @@ def test_two_epochs_equal_one_then_resume_for_one_bitwise(data, tmp_path):
     assert resumed.optimizer.param_groups[0]["lr"] == straight.optimizer.param_groups[0]["lr"]
 
 
-def test_ctrl_c_mid_epoch_saves_a_consistent_state_that_resumes_exactly(data, tmp_path):
+@pytest.mark.parametrize("at", [10, 8, 16])  # mid-epoch 2, after the last batch of epoch 1 and of epoch 2
+def test_ctrl_c_saves_a_consistent_state_that_resumes_exactly(at, data, tmp_path):
     straight = straight_run(data)
     path = tmp_path / "ck.unet"
     trainer, loader = make_trainer(data)
@@ -70,21 +71,23 @@ def test_ctrl_c_mid_epoch_saves_a_consistent_state_that_resumes_exactly(data, tm
 
     def loss_then_ctrl_c(batch):
         calls.append(1)
-        if len(calls) == 10:  # mid-way through epoch 2 (8 batches an epoch)
+        if len(calls) == at:  # 8 batches an epoch
             os.kill(os.getpid(), signal.SIGINT)
         return real_loss(batch)
 
     trainer.model.loss = loss_then_ctrl_c
     with pytest.raises(TrainingInterrupted) as stopped:
         trainer.fit(loader, epochs=2, checkpoint=path)
-    assert stopped.value.checkpoint == path and trainer.step == 10  # the running step finished
+    assert stopped.value.checkpoint == path and trainer.step == at  # the running step finished
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     saved = read_checkpoint(path)
-    assert saved["trainer"]["step"] == 10 and saved["data"]["position"] == 2
+    assert saved["trainer"]["step"] == at and saved["data"]["position"] == (at - 1) % 8 + 1
+    assert saved["trainer"]["epoch"] == (at - 1) // 8
     resumed = Trainer.load(path, progress=False)
     resumed.fit(DataLoader(data[0], 16, seed=0), epochs=2)
+    assert resumed.step == 16 and resumed.epoch == 2
     assert_bitwise_equal(params(straight.model), params(resumed.model))
-    assert resumed.history[-1]["train_loss"] == straight.history[-1]["train_loss"]
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint_loadable(data, tmp_path, monkeypatch):

@@ -124,8 +124,8 @@ def add_train_parser(subparsers):
                        help=f"built-in task: pairs generated (default: {SYNTHETIC_EXAMPLES}); with --data: "
                             "use only the first N examples of each file")
     group.add_argument("--tokenizer", choices=("char", "word", "bpe"),
-                       help="char for translate and lm, word for classify (default); tag files are "
-                            "already split into tokens (word only)")
+                       help="default: char for translate and lm, word for classify; tag files come "
+                            "split into tokens already (word only)")
     group.add_argument("--vocab-size", type=_positive(int), metavar="N",
                        help="cap the vocabulary (char/word: most frequent kept; bpe: its size, >= 256; "
                             "default: bpe 1000, others uncapped)")
@@ -156,7 +156,7 @@ def add_train_parser(subparsers):
     group = parser.add_argument_group("devices")
     group.add_argument("--gpus", type=_non_negative(int), metavar="N",
                        help="0: CPU; 1: one GPU (needs CuPy); default: a GPU when one is found")
-    group.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision (not available yet)")
+    group.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision: not available yet (rejected)")
     group = parser.add_argument_group("output")
     group.add_argument("--out", metavar="DIR", help="where the checkpoint goes (default: runs/unet-dates for "
                        "the built-in task, runs/unet-TASK otherwise)")
@@ -282,7 +282,8 @@ def _resumed_options(state, given: dict, path: str):
     if changed:
         raise UsageError("--resume keeps the run's settings, but these differ: " + "; ".join(changed)
                          + ". Start a new run with another --out to change them")
-    opts = dict(TRAIN_DEFAULTS, **saved)
+    # the run's settings; of those a resumption may change, only the planned epochs carry over
+    opts = dict(TRAIN_DEFAULTS, **{k: v for k, v in saved.items() if k not in RESUME_MAY_CHANGE or k == "epochs"})
     opts.update((k, v) for k, v in given.items() if k in RESUME_MAY_CHANGE)
     opts["resume"], opts["overwrite"] = True, False
     return argparse.Namespace(**opts)

@@ -22,7 +22,8 @@ random state, the training DataLoader's position, the epoch/step counters and
 the history, plus whatever the caller passes as ``extra`` (encoders, options).
 Everything that decides the next update is in it, so training N epochs in one
 go and training k, stopping, loading and training the rest give bitwise equal
-parameters (on one device with deterministic kernels). Ctrl-C during ``fit``
+parameters (on one device with deterministic kernels; on a GPU, dropout draws from CuPy's
+generator, whose state ``unet.backend.random_state`` does not save yet). Ctrl-C during ``fit``
 finishes the running step, saves that consistent state and raises
 ``TrainingInterrupted``; a second Ctrl-C stops at once.
 """
@@ -225,25 +226,28 @@ class Trainer:
         if self._data_state is not None:
             loader.load_state_dict(self._data_state)
             self._data_state = None
-        elif loader.position == 0 or loader.position >= len(loader):
+        elif loader is not self._train_loader and loader.position == 0:
             # a fresh loader: its epoch e's order is a function of (seed, e), so start at ours
-            loader.epoch, loader.position = self.epoch, 0
+            loader.epoch = self.epoch
         self._train_loader = loader
 
     def _train_epoch(self, loader, epochs, checkpoint, extra):
-        start = loader.position if loader.position < len(loader) else 0
+        start = min(loader.position, len(loader))
         with tqdm(total=len(loader), initial=start, desc=f"epoch {self.epoch + 1}/{epochs}", unit="batch",
                   disable=not self.progress, leave=False, dynamic_ncols=True) as bar:
-            for batch in loader:
-                loss = self.train_step(batch)
-                self._pending.append(loss.data)
-                if len(self._pending) >= self.log_every:
-                    self._read_losses()
-                    bar.set_postfix(loss=f"{self._epoch_loss[0] / max(self._epoch_loss[1], 1):.4f}",
-                                    refresh=False)
-                bar.update(1)
-                if self._interrupted:
-                    break
+            if start == len(loader):  # stopped after the epoch's last batch, before closing the epoch
+                loader.epoch, loader.position = loader.epoch + 1, 0
+            else:
+                for batch in loader:
+                    loss = self.train_step(batch)
+                    self._pending.append(loss.data)
+                    if len(self._pending) >= self.log_every:
+                        self._read_losses()
+                        bar.set_postfix(loss=f"{self._epoch_loss[0] / max(self._epoch_loss[1], 1):.4f}",
+                                        refresh=False)
+                    bar.update(1)
+                    if self._interrupted:
+                        break
             self._read_losses()
         self._stop_if_interrupted(checkpoint, extra)
         self.epoch += 1
@@ -285,7 +289,10 @@ class Trainer:
             self._interrupted = True
             signal.signal(signal.SIGINT, previous)  # a second Ctrl-C stops at once
 
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is None:  # installed outside Python: put Python's default back afterwards
+            previous = signal.default_int_handler
+        signal.signal(signal.SIGINT, handler)
         try:
             yield
         finally:
@@ -311,7 +318,7 @@ class Trainer:
             "model": {"class": type(model).__name__,
                       "config": model.config() if hasattr(model, "config") else None,
                       "state": dict(model.state_dict())},
-            "optimizer": {"type": type(self.optimizer).__name__, "state": self.optimizer.state_dict()},
+            "optimizer": {"type": type(self.optimizer).__name__, "state": _host(self.optimizer.state_dict())},
             "scheduler": None if self.scheduler is None else
             {"spec": self.scheduler_spec, "type": type(self.scheduler).__name__,
              "state": self.scheduler.state_dict()},
@@ -463,6 +470,17 @@ def load_model_state(model, saved: dict, source: str = "checkpoint") -> None:
 
 def _shape(value):
     return value.shape
+
+
+def _host(value):
+    """``value`` with every CuPy array (optimizer moments on a GPU) copied to a numpy one."""
+    if backend.is_cupy_array(value):
+        return value.get()
+    if isinstance(value, dict):
+        return {k: _host(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_host(v) for v in value)
+    return value
 
 
 @contextlib.contextmanager
