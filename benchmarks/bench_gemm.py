@@ -7,16 +7,9 @@ through CuPy's matmul, + b, ReLU. Each time is the median of --repeats calls aft
 
     python benchmarks/bench_gemm.py [--device cpu|cuda] [--dtype float32] [--json PATH]
 """
-import argparse
-import datetime
-import json
-import os
-import platform
-import subprocess
-import sys
-import time
-
 import numpy as np
+from harness import cuda_median_time, machine_info, make_parser, median_time, parse_args, peer_cells, peer_header, \
+    write_report
 
 from unet import _C
 
@@ -33,32 +26,6 @@ SHAPES = [
     (8457, 35, 1760, "gemm_train.csv line 47: 35,8457,1760,N,N,DeepSpeech output layer"),
     (512, 1024, 1024, "square reference shape (not from DeepBench)"),
 ]
-
-
-def median_time(fn, repeats, warmup):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-def cuda_median_time(cp, fn, repeats, warmup):
-    """Median over CUDA events around each call on the current stream."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, stop = cp.cuda.Event(), cp.cuda.Event()
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
-    return float(np.median(times))
 
 
 def cpu_candidates(M, N, K, dtype, rng):
@@ -112,43 +79,6 @@ def cuda_candidates(M, N, K, dtype, rng):
     return {"unet": unet_linear, "cublas": cublas_linear}, cp
 
 
-def git_commit():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
-                               text=True, check=True).stdout.strip()
-        return {"commit": head, "dirty": bool(dirty)}
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "dirty": None}
-
-
-def machine_info(device):
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "unet_C": _C.info(),
-    }
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-    except ImportError:
-        pass
-    if device == "cuda":
-        import cupy as cp
-
-        info["cupy"] = cp.__version__
-        props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
-        info["gpu"] = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-    return info
-
-
 def run(device, dtype, repeats, warmup, shapes):
     rng = np.random.default_rng(0)
     results = []
@@ -172,44 +102,24 @@ def run(device, dtype, repeats, warmup, shapes):
 def print_table(results):
     peers = [name for name in results[0]["time_s"] if name != "unet"]
     head = f"{'M x N x K':>18} {'unet ms':>9} {'GFLOP/s':>8}"
-    for p in peers:
-        head += f" {p + ' ms':>10} {'ratio':>6}"
+    head += peer_header(peers)
     print(head)
     for r in results:
         line = f"{r['M']:>6}x{r['N']:>5}x{r['K']:>5} {r['time_s']['unet'] * 1e3:9.3f} {r['gflops']['unet']:8.1f}"
-        for p in peers:
-            line += f" {r['time_s'][p] * 1e3:10.3f} {r['ratio'][p]:6.2f}"
+        line += peer_cells(r, peers, 3)
         print(line)
     print("ratio = unet time / peer time (below 1: unet faster)")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
-    args = parser.parse_args(argv)
+    args = parse_args(make_parser(__doc__, repeats=20, warmup=3), argv)
 
     results = run(args.device, np.dtype(args.dtype), args.repeats, args.warmup, SHAPES)
     print_table(results)
     if args.json:
-        report = {
-            "benchmark": "gemm",
-            "kernel": "linear_forward (bias + relu fused)",
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            **git_commit(),
-            "device": args.device,
-            "dtype": args.dtype,
-            "repeats": args.repeats,
-            "warmup": args.warmup,
-            "machine": machine_info(args.device),
-            "results": results,
-        }
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_report(args.json, "gemm", {"kernel": "linear_forward (bias + relu fused)"},
+                     {"device": args.device, "dtype": args.dtype, "repeats": args.repeats, "warmup": args.warmup},
+                     machine_info(args.device), results)
 
 
 if __name__ == "__main__":

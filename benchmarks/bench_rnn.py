@@ -17,19 +17,14 @@ meaningless (spinning OpenMP threads, unet's and torch's, stall when their cores
 taken): run it alone, or on a shared machine set OMP_WAIT_POLICY=passive, or compare one
 core each with OMP_NUM_THREADS=1 (both libraries obey both).
 """
-import argparse
-import datetime
-import json
 import os
-import platform
-import subprocess
 import sys
-import time
 
 import numpy as np
+from harness import machine_info, make_parser, median_time, parse_args, peer_cells, peer_header, write_report
 
 import unet
-from unet import _C, nn
+from unet import nn
 
 # (cell, hidden, input, batch, steps, source, tier); tier "default" always runs, "full" with
 # --full or on a GPU, "gpu" on a GPU only. DeepBench rows are from /work/shared/deepbench/
@@ -66,21 +61,6 @@ GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 def selected_shapes(device, full):
     tiers = {"default", "full", "gpu"} if device == "cuda" else ({"default", "full"} if full else {"default"})
     return [s for s in SHAPES if s[6] in tiers]
-
-
-def median_time(fn, repeats, warmup, sync=None):
-    for _ in range(warmup):
-        fn()
-    if sync:
-        sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def build(cell, hidden, inputs, batch, steps, dtype, device, rng):
@@ -149,40 +129,15 @@ def candidates(cell, hidden, inputs, batch, steps, dtype, device, rng):
             "fwd+bwd": {"unet": unet_train, "torch": torch_train}}, sync
 
 
-def git_commit():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
-                               text=True, check=True).stdout.strip()
-        return {"commit": head, "dirty": bool(dirty)}
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "dirty": None}
-
-
-def machine_info(device):
+def rnn_machine_info(device):
     import torch
 
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "unet_C": _C.info(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+    info = machine_info(device, {
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-    }
+    })
     if device == "cuda":
-        import cupy as cp
-
-        info["cupy"] = cp.__version__
-        props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
-        info["gpu"] = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
         info["cudnn"] = torch.backends.cudnn.version()
     return info
 
@@ -213,26 +168,19 @@ def print_row(r, header=False):
     peers = [name for name in r["time_s"] if name != "unet"]
     if header:
         head = f"{'cell':>8} {'H':>5} {'I':>5} {'B':>4} {'T':>5} {'pass':>8} {'unet ms':>10} {'GFLOP/s':>8}"
-        for p in peers:
-            head += f" {p + ' ms':>10} {'ratio':>6}"
+        head += peer_header(peers)
         print(head, flush=True)
     line = (f"{r['cell']:>8} {r['hidden']:>5} {r['input']:>5} {r['batch']:>4} {r['steps']:>5} {r['pass']:>8} "
             f"{r['time_s']['unet'] * 1e3:10.2f} {r['gflops']['unet']:8.1f}")
-    for p in peers:
-        line += f" {r['time_s'][p] * 1e3:10.2f} {r['ratio'][p]:6.2f}"
+    line += peer_cells(r, peers, 2)
     print(line, flush=True)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser = make_parser(__doc__, repeats=7, warmup=2)
     parser.add_argument("--full", action="store_true", default=bool(os.environ.get("UNET_BENCH_FULL")),
                         help="add the larger CPU shapes (or set UNET_BENCH_FULL=1, e.g. under run_all.py)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     try:
         import torch  # noqa: F401  (the peer; a test dependency, never a library one)
     except ImportError:
@@ -241,22 +189,11 @@ def main(argv=None):
     results = run(args.device, args.dtype, args.repeats, args.warmup, selected_shapes(args.device, args.full))
     print("ratio = unet time / torch time (below 1: unet faster)")
     if args.json:
-        report = {
-            "benchmark": "rnn",
-            "kernel": "rnn_forward / rnn_backward (one layer, one direction, whole sequence)",
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            **git_commit(),
-            "device": args.device,
-            "dtype": args.dtype,
-            "repeats": args.repeats,
-            "warmup": args.warmup,
-            "full": args.full,
-            "machine": machine_info(args.device),
-            "results": results,
-        }
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_report(args.json, "rnn",
+                     {"kernel": "rnn_forward / rnn_backward (one layer, one direction, whole sequence)"},
+                     {"device": args.device, "dtype": args.dtype, "repeats": args.repeats, "warmup": args.warmup,
+                      "full": args.full},
+                     rnn_machine_info(args.device), results)
 
 
 if __name__ == "__main__":

@@ -21,19 +21,13 @@ over torch's (below 1: unet is faster).
 Timings on a loaded machine are meaningless (OpenMP and torch's thread pools both stall
 when their cores are taken): run it alone.
 """
-import argparse
-import datetime
-import json
-import os
-import platform
-import subprocess
-import sys
 import time
 
 import numpy as np
+from harness import machine_info, make_parser, parse_args, write_report
 
 import unet
-from unet import _C, optim
+from unet import optim
 from unet.data import DataLoader, PairDataset, TextEncoder, dates_task
 from unet.models import LanguageModel, Seq2Seq
 from unet.models.base import add_bos_eos
@@ -252,64 +246,25 @@ def print_table(results):
           "logit on the first batch, same weights")
 
 
-# ---------------------------------------------------------------- report
-
-def git_commit():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
-                               text=True, check=True).stdout.strip()
-        return {"commit": head, "dirty": bool(dirty)}
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "dirty": None}
-
-
-def machine_info(device):
-    import torch
-
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "python": sys.version.split()[0], "numpy": np.__version__,
-            "unet_C": _C.info(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
-    if device == "cuda":
-        import cupy as cp
-
-        info["cupy"] = cp.__version__
-        props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
-        info["gpu"] = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-    return info
-
+# ---------------------------------------------------------------- main
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--dtype", choices=["float32"], default="float32", help="the models train in float32")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=3, help="training steps before timing")
+    parser = make_parser(__doc__, repeats=5, warmup=3, dtypes=("float32",), dtype_help="the models train in float32",
+                         warmup_help="training steps before timing")
     parser.add_argument("--steps", type=int, default=8, help="training steps per timed run")
     parser.add_argument("--full", action="store_true", help="also a larger language model")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if args.device == "cuda" and not unet.cuda_available():
         parser.error("--device cuda: no CuPy with a CUDA device here")
 
     results = run(args.device, args.repeats, args.warmup, args.steps, args.full)
     print_table(results)
     if args.json:
-        report = {
-            "benchmark": "train",
-            "what": "training steps (forward, loss, backward, clip, AdamW) of whole models, tokens/s",
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            **git_commit(),
-            "device": args.device, "dtype": args.dtype, "repeats": args.repeats, "warmup": args.warmup,
-            "steps": args.steps,
-            "machine": machine_info(args.device),
-            "results": results,
-        }
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_report(args.json, "train",
+                     {"what": "training steps (forward, loss, backward, clip, AdamW) of whole models, tokens/s"},
+                     {"device": args.device, "dtype": args.dtype, "repeats": args.repeats, "warmup": args.warmup,
+                      "steps": args.steps},
+                     machine_info(args.device), results)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ CPU kernel; every argument check is exercised, and no bad argument may crash the
 import hashlib
 import math
 import os
-import re
 import subprocess
 import sys
 
@@ -14,6 +13,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import kernel_checks
+from kernel_checks import FakeCudaArray, assert_names, cupy, junk_arguments, read_only  # noqa: F401 (cupy: fixture)
 
 from unet import _C
 
@@ -256,61 +258,12 @@ def valid_backward(M, N, K, dtype, act="relu"):
                 grad_weight=np.zeros((N, K), dtype), grad_bias=np.zeros(N, dtype))
 
 
-def strided(a):
-    """A non-contiguous view with a's shape and values (every other element of a wider buffer)."""
-    wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
-    view = wide[..., ::2]
-    view[...] = a
-    return view
-
-
-def read_only(a):
-    a = a.copy()
-    a.setflags(write=False)
-    return a
-
-
-def grow_dim(a, rng):
-    shape = list(a.shape)
-    shape[rng.integers(len(shape))] += 1
-    return np.ones(shape, a.dtype)
-
-
-# mutation -> (expected exception, how to apply it to a valid array argument)
-MUTATIONS = {
-    "ndim+1": (ValueError, lambda a, rng: a[..., None].copy()),
-    "ndim-1": (ValueError, lambda a, rng: a.reshape(-1) if a.ndim == 2 else a.reshape(1, -1)),
-    "0-d": (ValueError, lambda a, rng: np.array(1.0, a.dtype)),
-    "shape": (ValueError, grow_dim),
-    "transposed": (ValueError, lambda a, rng: np.asfortranarray(a) if a.ndim == 2 else strided(a)),
-    "strided": (ValueError, lambda a, rng: strided(a)),
-    "other float": (TypeError, lambda a, rng: a.astype(np.float32 if a.dtype == np.float64 else np.float64)),
-    "float16": (TypeError, lambda a, rng: a.astype(np.float16)),
-    "int64": (TypeError, lambda a, rng: a.astype(np.int64)),
-    "int32": (TypeError, lambda a, rng: a.astype(np.int32)),
-    "bool": (TypeError, lambda a, rng: a.astype(bool)),
-    "complex": (TypeError, lambda a, rng: a.astype(np.complex128)),
-    "big-endian": (TypeError, lambda a, rng: a.astype(a.dtype.newbyteorder(">"))),
-    "object": (TypeError, lambda a, rng: a.astype(object)),
-    "datetime": (TypeError, lambda a, rng: np.zeros(a.shape, "datetime64[s]")),
-    "list": (TypeError, lambda a, rng: a.tolist()),
-    "str": (TypeError, lambda a, rng: "not an array"),
-    "int": (TypeError, lambda a, rng: 3),
-    "bytes": (TypeError, lambda a, rng: a.tobytes()),
-}
-
-
-def assert_names(excinfo, name):
-    msg = str(excinfo.value)
-    assert re.search(rf"\b{name}\b", msg), f"message does not name {name!r}: {msg}"
+# the shared mutations, and a datetime array
+MUTATIONS = {**kernel_checks.MUTATIONS, "datetime": (TypeError, lambda a, rng: np.zeros(a.shape, "datetime64[s]"))}
 
 
 def check_mutation(fn, args, name, mutation, rng):
-    expected, apply = MUTATIONS[mutation]
-    args[name] = apply(args[name], rng)
-    with pytest.raises(expected) as excinfo:
-        fn(**args)
-    assert_names(excinfo, name)
+    kernel_checks.check_mutation(fn, args, name, mutation, rng, MUTATIONS)
 
 
 # Sizes >= 2 so that transposed and strided views really are non-contiguous.
@@ -411,18 +364,9 @@ def test_error_messages_name_the_dimensions():
         "weight: expected a 2-D array of shape (N, K=3) matching x (M=2, K=3), got shape (4, 5)")
 
 
-class _FakeCudaArray:
-    """Claims to be a CUDA array: without a CUDA build, or with a bogus pointer, it must
-    be refused before anything touches its memory."""
-
-    def __init__(self, shape, typestr="<f4", ptr=1234):
-        self.__cuda_array_interface__ = dict(shape=shape, typestr=typestr, data=(ptr, False),
-                                             strides=None, version=3)
-
-
 def test_fake_cuda_arrays_are_refused():
     args = valid_forward(2, 3, 4, np.float32)
-    args["x"] = _FakeCudaArray((2, 4))
+    args["x"] = FakeCudaArray((2, 4))
     with pytest.raises(ValueError) as excinfo:
         _C.linear_forward(**args)
     assert_names(excinfo, "x")
@@ -432,17 +376,7 @@ def test_fake_cuda_arrays_are_refused():
 
 # Anything at all in any argument position: a result or a ValueError/TypeError, never
 # a crash. Valid combinations happen and must simply succeed.
-def _array(shape, dtype, order, writeable):
-    a = np.zeros(shape, dtype, order=order)
-    a.setflags(write=writeable)
-    return a
-
-
-_arrays = st.builds(_array, st.lists(st.integers(0, 3), max_size=3).map(tuple),
-                    st.sampled_from([np.float32, np.float64, np.int64, np.float16, bool]),
-                    st.sampled_from(["C", "F"]), st.booleans())
-_junk = st.one_of(_arrays, _arrays.map(lambda a: a[::2] if a.ndim else a), st.none(),
-                  st.integers(-3, 3), st.text(max_size=3), st.lists(st.floats(), max_size=3))
+_junk = junk_arguments(0)
 
 
 @settings(max_examples=300, deadline=None)
@@ -458,16 +392,6 @@ def test_never_crashes_on_junk(args, act):
 
 
 # ---------------------------------------------------------------- CUDA --------------
-
-@pytest.fixture
-def cupy():
-    cp = pytest.importorskip("cupy")
-    if cp.cuda.runtime.getDeviceCount() == 0:
-        pytest.skip("no CUDA device")
-    if not _C.info()["cuda_compiled"]:
-        pytest.skip("unet._C was built without CUDA")
-    return cp
-
 
 GPU_SHAPES = SHAPES + [(512, 1024, 1024), (1000, 37, 129)]
 

@@ -16,6 +16,8 @@ import math
 import numpy as np
 import pytest
 
+from kernel_checks import cupy  # noqa: F401  (a fixture)
+
 from unet import _C
 
 pytestmark = pytest.mark.gpu
@@ -31,16 +33,6 @@ SHAPES = [(1, 1, 8), (5, 7, 64), (33, 64, 256), (33, 1, 256), (5, 64, 8), (1, 7,
           (33, 7, 8), (5, 1, 256), (33, 32, 64)]
 GRADS = ["grad_x", "grad_w_ih", "grad_w_hh", "grad_b_ih", "grad_b_hh", "grad_w_hr", "grad_h0",
          "grad_c0"]
-
-
-@pytest.fixture
-def cupy():
-    cp = pytest.importorskip("cupy")
-    if cp.cuda.runtime.getDeviceCount() == 0:
-        pytest.skip("no CUDA device")
-    if not _C.info()["cuda_compiled"]:
-        pytest.skip("unet._C was built without CUDA")
-    return cp
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ no bad argument may crash the process.
 """
 import hashlib
 import os
-import re
 import subprocess
 import sys
 
@@ -17,6 +16,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from kernel_checks import MUTATIONS, FakeCudaArray, assert_names, check_mutation, junk_arguments, read_only
 
 from unet import _C
 
@@ -601,62 +602,6 @@ BWD_ARRAYS = ["x", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "h0", "c0", "y", "wor
 BWD_OUTPUTS = GRAD_NAMES + ["scratch"]
 
 
-def strided(a):
-    """A non-contiguous view with a's shape and values (every other element of a wider buffer)."""
-    wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
-    view = wide[..., ::2]
-    view[...] = a
-    return view
-
-
-def read_only(a):
-    a = a.copy()
-    a.setflags(write=False)
-    return a
-
-
-def grow_dim(a, rng):
-    shape = list(a.shape)
-    shape[rng.integers(len(shape))] += 1
-    return np.ones(shape, a.dtype)
-
-
-# mutation -> (expected exception, how to apply it to a valid float array argument)
-MUTATIONS = {
-    "ndim+1": (ValueError, lambda a, rng: a[..., None].copy()),
-    "ndim-1": (ValueError, lambda a, rng: a.reshape(-1) if a.ndim >= 2 else a.reshape(1, -1)),
-    "0-d": (ValueError, lambda a, rng: np.array(1.0, a.dtype)),
-    "shape": (ValueError, grow_dim),
-    "transposed": (ValueError, lambda a, rng: np.asfortranarray(a) if a.ndim >= 2 else strided(a)),
-    "strided": (ValueError, lambda a, rng: strided(a)),
-    "other float": (TypeError, lambda a, rng: a.astype(np.float32 if a.dtype == np.float64 else np.float64)),
-    "float16": (TypeError, lambda a, rng: a.astype(np.float16)),
-    "int64": (TypeError, lambda a, rng: a.astype(np.int64)),
-    "int32": (TypeError, lambda a, rng: a.astype(np.int32)),
-    "bool": (TypeError, lambda a, rng: a.astype(bool)),
-    "complex": (TypeError, lambda a, rng: a.astype(np.complex128)),
-    "big-endian": (TypeError, lambda a, rng: a.astype(a.dtype.newbyteorder(">"))),
-    "object": (TypeError, lambda a, rng: a.astype(object)),
-    "list": (TypeError, lambda a, rng: a.tolist()),
-    "str": (TypeError, lambda a, rng: "not an array"),
-    "int": (TypeError, lambda a, rng: 3),
-    "bytes": (TypeError, lambda a, rng: a.tobytes()),
-}
-
-
-def assert_names(excinfo, name):
-    msg = str(excinfo.value)
-    assert re.search(rf"\b{name}\b", msg), f"message does not name {name!r}: {msg}"
-
-
-def check_mutation(fn, args, name, mutation, rng):
-    expected, apply = MUTATIONS[mutation]
-    args[name] = apply(args[name], rng)
-    with pytest.raises(expected) as excinfo:
-        fn(**args)
-    assert_names(excinfo, name)
-
-
 # Sizes >= 2 so that transposed and strided views really are non-contiguous; H >= 3 so
 # that a projection (P = 2) exists.
 sizes = dict(T=st.integers(2, 4), B=st.integers(2, 4), I=st.integers(2, 5), H=st.integers(3, 6))
@@ -895,19 +840,10 @@ def test_error_messages_name_the_dimensions():
         "H=8 (w_ih), P=8 (= H, no w_hr), got shape (32, 9)")
 
 
-class _FakeCudaArray:
-    """Claims to be a CUDA array: without a CUDA build, or with a bogus pointer, it must
-    be refused before anything touches its memory."""
-
-    def __init__(self, shape, typestr="<f8", ptr=1234):
-        self.__cuda_array_interface__ = dict(shape=shape, typestr=typestr, data=(ptr, False),
-                                             strides=None, version=3)
-
-
 def test_fake_cuda_arrays_are_refused():
     for name, typestr in [("x", "<f8"), ("lengths", "<i8"), ("workspace", "<f8")]:
         args = valid_forward("gru")
-        args[name] = _FakeCudaArray(np.shape(args[name]), typestr)
+        args[name] = FakeCudaArray(np.shape(args[name]), typestr)
         with pytest.raises(ValueError) as excinfo:
             _C.rnn_forward(**args)
         assert_names(excinfo, name)
@@ -916,17 +852,7 @@ def test_fake_cuda_arrays_are_refused():
 
 
 # Anything at all in any argument position: a result or a ValueError/TypeError, never a crash.
-def _array(shape, dtype, order, writeable):
-    a = np.ones(shape, dtype, order=order)
-    a.setflags(write=writeable)
-    return a
-
-
-_arrays = st.builds(_array, st.lists(st.integers(0, 3), max_size=3).map(tuple),
-                    st.sampled_from([np.float32, np.float64, np.int64, np.float16, bool]),
-                    st.sampled_from(["C", "F"]), st.booleans())
-_junk = st.one_of(_arrays, _arrays.map(lambda a: a[::2] if a.ndim else a), st.none(),
-                  st.integers(-3, 3), st.booleans(), st.text(max_size=3), st.lists(st.floats(), max_size=3))
+_junk = junk_arguments(1, booleans=True)
 
 
 @settings(max_examples=300, deadline=None)

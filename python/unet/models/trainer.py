@@ -41,6 +41,7 @@ from tqdm import tqdm
 from .. import backend, checkpoint, optim
 from ..autograd import no_grad
 from ..tensor import Tensor
+from .training import _eval_mode
 
 FORMAT = "unet.trainer"
 VERSION = 1
@@ -481,13 +482,3 @@ def _host(value):
     if isinstance(value, (list, tuple)):
         return type(value)(_host(v) for v in value)
     return value
-
-
-@contextlib.contextmanager
-def _eval_mode(model):
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
