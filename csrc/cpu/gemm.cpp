@@ -84,6 +84,10 @@ template <typename T>
 struct MicroKernel {
   MicroKernelFn<T> fn;
   int mr, nr;
+  // The same with fewer rows (and the same nr, so that B packs alike), for C with few rows:
+  // a recurrent step's M = batch of 16, 32 or 64 fills 8-row tiles exactly, not 12-row ones.
+  MicroKernelFn<T> short_fn;
+  int short_mr;
   const char* isa;
 };
 
@@ -99,22 +103,24 @@ struct TileShape {
 template <typename T>
 using Avx512Tile = TileShape<T, 12, 64>;
 template <typename T>
+using Avx512ShortTile = TileShape<T, 8, 64>;
+template <typename T>
 using Avx2Tile = TileShape<T, 6, 32>;
+template <typename T>
+using Avx2ShortTile = TileShape<T, 4, 32>;
 template <typename T>
 using GenericTile = TileShape<T, 4, 16>;
 
 #if defined(__x86_64__) || defined(__i386__)
-template <typename T>
+template <typename T, typename S>
 __attribute__((target("avx512f,fma"))) void microkernel_avx512(int64_t kc, const T* a,
                                                                 const T* b, T* c, int64_t ldc,
                                                                 bool accumulate) {
-  using S = Avx512Tile<T>;
   microkernel<T, S::mr, S::nv, S::vb>(kc, a, b, c, ldc, accumulate);
 }
-template <typename T>
+template <typename T, typename S>
 __attribute__((target("avx2,fma"))) void microkernel_avx2(int64_t kc, const T* a, const T* b,
                                                           T* c, int64_t ldc, bool accumulate) {
-  using S = Avx2Tile<T>;
   microkernel<T, S::mr, S::nv, S::vb>(kc, a, b, c, ldc, accumulate);
 }
 #endif
@@ -123,6 +129,12 @@ void microkernel_generic(int64_t kc, const T* a, const T* b, T* c, int64_t ldc,
                          bool accumulate) {
   using S = GenericTile<T>;
   microkernel<T, S::mr, S::nv, S::vb>(kc, a, b, c, ldc, accumulate);
+}
+
+template <typename T, typename S, typename Short>
+MicroKernel<T> make_microkernel(MicroKernelFn<T> fn, MicroKernelFn<T> short_fn, const char* isa) {
+  static_assert(S::nr == Short::nr);
+  return {fn, S::mr, S::nr, short_fn, Short::mr, isa};
 }
 
 // The widest micro-kernel this CPU runs. UNET_CPU_ISA=avx2 or =generic picks a narrower
@@ -134,11 +146,14 @@ MicroKernel<T> pick_microkernel() {
   if (want != "avx2" && want != "generic") want.clear();
 #if defined(__x86_64__) || defined(__i386__)
   if (want.empty() && __builtin_cpu_supports("avx512f"))
-    return {microkernel_avx512<T>, Avx512Tile<T>::mr, Avx512Tile<T>::nr, "avx512"};
+    return make_microkernel<T, Avx512Tile<T>, Avx512ShortTile<T>>(
+        microkernel_avx512<T, Avx512Tile<T>>, microkernel_avx512<T, Avx512ShortTile<T>>, "avx512");
   if (want != "generic" && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return {microkernel_avx2<T>, Avx2Tile<T>::mr, Avx2Tile<T>::nr, "avx2"};
+    return make_microkernel<T, Avx2Tile<T>, Avx2ShortTile<T>>(
+        microkernel_avx2<T, Avx2Tile<T>>, microkernel_avx2<T, Avx2ShortTile<T>>, "avx2");
 #endif
-  return {microkernel_generic<T>, GenericTile<T>::mr, GenericTile<T>::nr, "generic"};
+  return make_microkernel<T, GenericTile<T>, GenericTile<T>>(
+      microkernel_generic<T>, microkernel_generic<T>, "generic");
 }
 
 template <typename T>
@@ -235,6 +250,46 @@ int thread_id() {
 #endif
 }
 
+// The micro-kernel for a C of M rows: the short tiles where C has few rows and they pad
+// fewer of them.
+template <typename T>
+struct Tiles {
+  MicroKernelFn<T> fn;
+  int mr, nr;
+};
+
+template <typename T>
+Tiles<T> tiles_for(int64_t M) {
+  const MicroKernel<T>& uk = microkernel_for_this_cpu<T>();
+  if (M <= MC && round_up(M, uk.short_mr) < round_up(M, uk.mr)) return {uk.short_fn, uk.short_mr, uk.nr};
+  return {uk.fn, uk.mr, uk.nr};
+}
+
+// One k slice (kc deep) for rows [i0, i0 + m) of C and the panels [q0, q1) of the column
+// block at jc (nc wide): a packed A block (m rows) times a packed B block, added to C
+// unless `first`, then the epilogue after the `last` slice, while the tile is in L1.
+template <typename T>
+void multiply_panels(const Tiles<T>& t, int64_t kc, const T* a, int64_t m, const T* b_block,
+                     int64_t q0, int64_t q1, int64_t nc, T* C, int64_t ldc, int64_t i0,
+                     int64_t jc, bool first, bool last, const GemmEpilogue<T>& ep) {
+  alignas(64) T edge[kMaxTile];  // a whole tile for the micro-kernel at C's edges
+  const int MR = t.mr, NR = t.nr;
+  for (int64_t q = q0; q < q1; ++q) {
+    const int64_t j0 = q * NR, n = std::min<int64_t>(NR, nc - j0);
+    for (int64_t ir = 0; ir < m; ir += MR) {
+      const int64_t mr = std::min<int64_t>(MR, m - ir);
+      T* c = C + (i0 + ir) * ldc + jc + j0;
+      if (mr == MR && n == NR) {
+        t.fn(kc, a + ir * kc, b_block + j0 * kc, c, ldc, !first);
+      } else {
+        t.fn(kc, a + ir * kc, b_block + j0 * kc, edge, NR, false);
+        store_partial_tile(edge, NR, mr, n, c, ldc, !first);
+      }
+      if (last) apply_epilogue(ep, mr, n, C, ldc, i0 + ir, jc + j0);
+    }
+  }
+}
+
 // How the threads share C: row blocks, a multiple of nt of them, each block's columns cut
 // into n_splits parts when there are fewer blocks than threads. The blocks share out the
 // MR-row tiles evenly (block ib: tiles [tiles * ib / n, tiles * (ib + 1) / n)), so that the
@@ -262,8 +317,8 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A,
                   const GemmOperand<T>* B, const T* prepacked, T* C, int64_t ldc,
                   const GemmEpilogue<T>& ep) {
   if (M <= 0 || N <= 0) return;
-  const MicroKernel<T>& uk = microkernel_for_this_cpu<T>();
-  const int MR = uk.mr, NR = uk.nr;
+  const Tiles<T> tiles = tiles_for<T>(M);
+  const int MR = tiles.mr, NR = tiles.nr;
 
   const double flops = double(M) * double(N) * double(std::max<int64_t>(K, 1));
   const int nt = flops < kParallelMinWork ? 1 : max_threads();
@@ -279,7 +334,6 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A,
 #pragma omp parallel num_threads(nt)
   {
     T* a_mine = a_pack.get() + thread_id() * mc * kc_max;
-    alignas(64) T edge[kMaxTile];  // a whole tile for the micro-kernel at C's edges
 
     for (int64_t jc = 0; jc < N; jc += NC) {
       const int64_t nc = std::min(NC, N - jc);
@@ -310,20 +364,8 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A,
             packed_block = ib;
           }
           const int64_t q0 = n_panels * split / n_splits, q1 = n_panels * (split + 1) / n_splits;
-          for (int64_t q = q0; q < q1; ++q) {
-            const int64_t j0 = q * NR, n = std::min<int64_t>(NR, nc - j0);
-            for (int64_t ir = 0; ir < m; ir += MR) {
-              const int64_t mr = std::min<int64_t>(MR, m - ir);
-              T* c = C + (i0 + ir) * ldc + jc + j0;
-              if (mr == MR && n == NR) {
-                uk.fn(kc, a_mine + ir * kc, b_block + j0 * kc, c, ldc, !first);
-              } else {
-                uk.fn(kc, a_mine + ir * kc, b_block + j0 * kc, edge, NR, false);
-                store_partial_tile(edge, NR, mr, n, c, ldc, !first);
-              }
-              if (last) apply_epilogue(ep, mr, n, C, ldc, i0 + ir, jc + j0);
-            }
-          }
+          multiply_panels(tiles, kc, a_mine, m, b_block, q0, q1, nc, C, ldc, i0, jc, first, last,
+                          ep);
         }
         // (implicit barrier: nobody still reads the B block the next slice overwrites)
       }
@@ -380,6 +422,44 @@ void gemm(int64_t M, const GemmOperand<T>& A, const PackedOperand<T>& B, T* C, i
   gemm_blocked<T>(M, B.N, B.K, A, nullptr, B.data.get(), C, ldc, ep);
 }
 
+template <typename T>
+int64_t gemm_panel_width() {
+  return microkernel_for_this_cpu<T>().nr;
+}
+
+template <typename T>
+int64_t packed_rows_size(int64_t M, int64_t K) {
+  return round_up(std::max<int64_t>(M, 1), tiles_for<T>(M).mr) * std::max<int64_t>(K, 1);
+}
+
+// Slice pc of A (all M rows, k in [pc, pc + KC)) at round_up(M, mr) * pc: what gemm_blocked
+// packs per block, for all of K at once.
+template <typename T>
+void pack_rows(int64_t M, int64_t K, const GemmOperand<T>& A, T* dst) {
+  const int MR = tiles_for<T>(M).mr;
+  for (int64_t pc = 0; pc < K; pc += KC)
+    pack(A, 0, M, pc, std::min(KC, K - pc), MR, dst + round_up(M, MR) * pc);
+}
+
+template <typename T>
+void gemm_packed_columns(int64_t M, const T* a_packed, const PackedOperand<T>& B, int64_t j0,
+                         int64_t j1, T* C, int64_t ldc, const GemmEpilogue<T>& ep) {
+  if (M <= 0 || j1 <= j0) return;
+  const Tiles<T> tiles = tiles_for<T>(M);
+  const int64_t K = B.K, NR = tiles.nr;
+  for (int64_t jc = j0 / NC * NC; jc < j1; jc += NC) {
+    const int64_t nc = std::min(NC, B.N - jc);
+    const int64_t q0 = std::max<int64_t>(j0 - jc, 0) / NR;
+    const int64_t q1 = ceil_div(std::min(j1 - jc, nc), NR);
+    for (int64_t pc = 0; pc == 0 || pc < K; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
+      multiply_panels(tiles, kc, a_packed + round_up(M, tiles.mr) * pc, M,
+                      B.data.get() + jc * K + round_up(nc, NR) * pc, q0, q1, nc, C, ldc, 0, jc,
+                      pc == 0, pc + KC >= K, ep);
+    }
+  }
+}
+
 const char* gemm_kernel_isa() { return microkernel_for_this_cpu<float>().isa; }
 
 #define UNET_INSTANTIATE(T)                                                                    \
@@ -388,7 +468,12 @@ const char* gemm_kernel_isa() { return microkernel_for_this_cpu<float>().isa; }
   template void gemm<T>(int64_t, const GemmOperand<T>&, const PackedOperand<T>&, T*, int64_t,    \
                         const GemmEpilogue<T>&);                                                 \
   template PackedOperand<T> pack_operand<T>(int64_t, int64_t, const GemmOperand<T>&);            \
-  template AlignedArray<T> aligned_array<T>(int64_t);
+  template AlignedArray<T> aligned_array<T>(int64_t);                                            \
+  template int64_t gemm_panel_width<T>();                                                        \
+  template int64_t packed_rows_size<T>(int64_t, int64_t);                                        \
+  template void pack_rows<T>(int64_t, int64_t, const GemmOperand<T>&, T*);                       \
+  template void gemm_packed_columns<T>(int64_t, const T*, const PackedOperand<T>&, int64_t,      \
+                                       int64_t, T*, int64_t, const GemmEpilogue<T>&);
 UNET_INSTANTIATE(float)
 UNET_INSTANTIATE(double)
 #undef UNET_INSTANTIATE

@@ -65,6 +65,22 @@ template <typename T>
 void gemm(int64_t M, const GemmOperand<T>& A, const PackedOperand<T>& B, T* C, int64_t ldc,
           const GemmEpilogue<T>& epilogue = {});
 
+// The same product cut by columns and run by the calling thread alone, for callers that
+// share out the columns among their own threads inside one parallel region (a recurrent
+// layer's time loop): pack_rows packs A (M x K) into packed_rows_size(M, K) elements, once
+// for any number of gemm_packed_columns calls, which write the columns [j0, j1) of C (and
+// their epilogue). j0 is a multiple of gemm_panel_width(), j1 too or B.N. Bit for bit the
+// same values as gemm(M, A, B, ...). No allocation, no threads.
+template <typename T>
+int64_t gemm_panel_width();
+template <typename T>
+int64_t packed_rows_size(int64_t M, int64_t K);
+template <typename T>
+void pack_rows(int64_t M, int64_t K, const GemmOperand<T>& A, T* dst);
+template <typename T>
+void gemm_packed_columns(int64_t M, const T* a_packed, const PackedOperand<T>& B, int64_t j0,
+                         int64_t j1, T* C, int64_t ldc, const GemmEpilogue<T>& epilogue = {});
+
 // Which micro-kernel runtime dispatch chose on this CPU: "avx512", "avx2" or "generic"
 // (the environment variable UNET_CPU_ISA=avx2|generic, read once, asks for a narrower one).
 const char* gemm_kernel_isa();

@@ -27,11 +27,16 @@
 // W_hh, b_hh and h (its n part is r * dn), or with a projection the dh of every step.
 // Buffers of B rows and the packed weights are allocated per call.
 //
-// Threads: the GEMMs split their output; the fused passes give each thread whole chunks of
-// rows. Every element is computed one fixed way, so results do not depend on the thread
-// count.
+// Threads: see "threads" below. Every element is computed one fixed way, whichever thread
+// computes it, so results do not depend on the thread count.
 #include <algorithm>
 #include <string>
+#include <utility>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "gemm.h"
 #include "unet/activations.h"
@@ -39,24 +44,6 @@
 
 namespace unet::cpu {
 namespace {
-
-// Below this many elements a fused pass runs on one thread.
-constexpr int64_t kParallelMinElems = 2048;
-// Columns per work item of a fused pass.
-constexpr int64_t kChunk = 512;
-
-// f(b, j0, j1) for every row b < rows over columns [0, n) in chunks, on all threads when
-// worth it. Each element is computed by one thread in a fixed way: results do not depend
-// on the thread count.
-template <typename F>
-void for_rows(int64_t rows, int64_t n, const F& f) {
-  const int64_t chunks = (n + kChunk - 1) / kChunk, items = rows * chunks;
-#pragma omp parallel for schedule(static) if (rows * n >= kParallelMinElems)
-  for (int64_t item = 0; item < items; ++item) {
-    const int64_t b = item / chunks, j0 = item % chunks * kChunk;
-    f(b, j0, std::min(n, j0 + kChunk));
-  }
-}
 
 // sums[j] = sum over rows i (in order) of src[i*n + j]. Threads own column blocks.
 template <typename T>
@@ -133,8 +120,9 @@ struct LstmForwardRow {
   T* c;           // [H] the cell state, updated
   T* c_saved;     // [H] c_t
   T* aux;         // [H] tanh(c_t), or m_t with a projection
-  T* h;           // [H] without a projection: the state, updated ...
-  T* hprev;       // ... its old value
+  const T* h_in;  // [H] without a projection: the state ...
+  T* h_out;       // ... the new state
+  T* hprev;       // ... the old one kept for backward
   T* y;           // ... and the output
   T* m;           // [H] with a projection: m_t for this step's h = m W_hr^T (else null)
   int64_t H;
@@ -143,9 +131,9 @@ struct LstmForwardRow {
 template <typename T, bool kProj>
 UNET_ALWAYS_INLINE void lstm_forward_cols(const LstmForwardRow<T>& r, int64_t j0, int64_t j1) {
   const int64_t H = r.H;
-  T *g = r.gates, *c = r.c, *c_saved = r.c_saved, *aux = r.aux, *h = r.h, *hprev = r.hprev,
-    *y = r.y, *m = r.m;
-  const T* q = r.hg;
+  T *g = r.gates, *c = r.c, *c_saved = r.c_saved, *aux = r.aux, *h_out = r.h_out,
+    *hprev = r.hprev, *y = r.y, *m = r.m;
+  const T *q = r.hg, *h_in = r.h_in;
 #pragma omp simd
   for (int64_t j = j0; j < j1; ++j) {
     const T i = sigmoid(g[j] + q[j]);
@@ -160,8 +148,8 @@ UNET_ALWAYS_INLINE void lstm_forward_cols(const LstmForwardRow<T>& r, int64_t j0
       aux[j] = m[j] = o * tc;
     } else {
       aux[j] = tc;
-      hprev[j] = h[j];
-      h[j] = y[j] = o * tc;
+      hprev[j] = h_in[j];
+      h_out[j] = y[j] = o * tc;
     }
   }
 }
@@ -179,8 +167,9 @@ struct GruForwardRow {
   T* gates;       // [3H] in: x W_ih^T + b_ih; out: r, z, n
   const T* hg;    // [3H] h W_hh^T + b_hh
   T* hn_saved;    // [H] h W_hn^T + b_hn
-  T* h;           // [H] the state, updated ...
-  T* hprev;       // ... its old value
+  const T* h_in;  // [H] the state ...
+  T* h_out;       // ... the new state
+  T* hprev;       // ... the old one kept for backward
   T* y;           // ... and the output
   int64_t H;
 };
@@ -188,19 +177,19 @@ struct GruForwardRow {
 template <typename T>
 UNET_ALWAYS_INLINE void run_row(const GruForwardRow<T>& w, int64_t j0, int64_t j1) {
   const int64_t H = w.H;
-  T *g = w.gates, *hn_saved = w.hn_saved, *h = w.h, *hprev = w.hprev, *y = w.y;
-  const T* q = w.hg;
+  T *g = w.gates, *hn_saved = w.hn_saved, *h_out = w.h_out, *hprev = w.hprev, *y = w.y;
+  const T *q = w.hg, *h_in = w.h_in;
 #pragma omp simd
   for (int64_t j = j0; j < j1; ++j) {
     const T r = sigmoid(g[j] + q[j]);
     const T z = sigmoid(g[H + j] + q[H + j]);
     const T hn = q[2 * H + j];
     const T n = tanh_(g[2 * H + j] + r * hn);
-    const T hp = h[j];
+    const T hp = h_in[j];
     g[j] = r, g[H + j] = z, g[2 * H + j] = n;
     hn_saved[j] = hn;
     hprev[j] = hp;
-    h[j] = y[j] = n + z * (hp - n);  // (1 - z) n + z h
+    h_out[j] = y[j] = n + z * (hp - n);  // (1 - z) n + z h
   }
 }
 
@@ -208,22 +197,23 @@ template <typename T>
 struct RnnForwardRow {
   T* gates;       // [H] in: x W_ih^T + b_ih; out: the new h
   const T* hg;    // [H] h W_hh^T + b_hh
-  T* h;           // [H] the state, updated ...
-  T* hprev;       // ... its old value
+  const T* h_in;  // [H] the state ...
+  T* h_out;       // ... the new state
+  T* hprev;       // ... the old one kept for backward
   T* y;           // ... and the output
   bool relu;
 };
 
 template <typename T, bool kRelu>
 UNET_ALWAYS_INLINE void rnn_forward_cols(const RnnForwardRow<T>& r, int64_t j0, int64_t j1) {
-  T *g = r.gates, *h = r.h, *hprev = r.hprev, *y = r.y;
-  const T* q = r.hg;
+  T *g = r.gates, *h_out = r.h_out, *hprev = r.hprev, *y = r.y;
+  const T *q = r.hg, *h_in = r.h_in;
 #pragma omp simd
   for (int64_t j = j0; j < j1; ++j) {
     const T z = g[j] + q[j];
     const T hn = kRelu ? (z > T(0) ? z : T(0)) : tanh_(z);
-    hprev[j] = h[j];
-    g[j] = h[j] = y[j] = hn;
+    hprev[j] = h_in[j];
+    g[j] = h_out[j] = y[j] = hn;
   }
 }
 
@@ -369,27 +359,75 @@ RowFn<Row> row_kernel() {
   return fn;
 }
 
+// ------------------------------------------------------------------ threads ---------
+//
+// The time loop runs in one parallel region. Each thread owns a slice of the hidden units
+// (whole GEMM panels, the same slice every step): it computes their columns of h W_hh^T
+// for every gate, then their gate pass, and in backward the same columns of dh_prev. So
+// a step needs one barrier (two with a projection), where it would otherwise fork and join
+// a team per GEMM and per pass: that matters most when waiting threads sleep
+// (OMP_WAIT_POLICY=PASSIVE). The state h is double-buffered so that no thread overwrites
+// the rows another still reads.
+
+int team_size(double work_per_step) {
+#ifdef _OPENMP
+  // Below this many multiply-adds per step one thread beats a team.
+  return work_per_step < double(1 << 18) ? 1 : omp_get_max_threads();
+#else
+  (void)work_per_step;
+  return 1;
+#endif
+}
+
+struct Team {
+  int id = 0, size = 1;
+  // Columns [first, second) of n for this thread: whole panels, shared out evenly.
+  std::pair<int64_t, int64_t> columns(int64_t n, int64_t panel) const {
+    const int64_t panels = (n + panel - 1) / panel;
+    return {std::min(n, panels * id / size * panel), std::min(n, panels * (id + 1) / size * panel)};
+  }
+};
+
+Team this_team() {
+#ifdef _OPENMP
+  return {omp_get_thread_num(), omp_get_num_threads()};
+#else
+  return {};
+#endif
+}
+
 // ------------------------------------------------------------------ forward ---------
 
+// The state buffers of one step: h_in is read by every thread's GEMM, h_out written.
 template <typename T>
-void lstm_forward_step(const Layer<T>& L, const RnnForwardArgs<T>& a, int64_t s, const T* hg,
-                       T* mstep) {
+struct StepState {
+  const T* h_in;
+  T* h_out;
+};
+
+template <typename T>
+void lstm_forward_columns(const Layer<T>& L, const RnnForwardArgs<T>& a, int64_t s, const T* hg,
+                          StepState<T> st, T* mstep, int64_t j0, int64_t j1) {
   const int64_t H = L.H, GH = L.GH;
   const RowFn<LstmForwardRow<T>> kernel = row_kernel<LstmForwardRow<T>>();
-  for_rows(L.B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+  for (int64_t b = 0; b < L.B; ++b) {
     // Without a projection P == H: h, y and hprev share the column index j. With one, m
-    // goes to mstep, and lstm_projection_step writes those.
+    // goes to mstep, and lstm_projection_columns writes those.
     const LstmForwardRow<T> r{L.gates + L.row(s, b, GH),
                               hg + b * GH,
                               a.c_n + b * H,
                               L.aux1 + L.row(s, b, H),
                               L.aux2 + L.row(s, b, H),
-                              L.proj ? nullptr : a.h_n + b * H,
+                              L.proj ? nullptr : st.h_in + b * H,
+                              L.proj ? nullptr : st.h_out + b * H,
                               L.proj ? nullptr : L.hprev + L.row(s, b, H),
                               L.proj ? nullptr : a.y + L.row(s, b, H),
                               L.proj ? mstep + b * H : nullptr,
                               H};
-    if (s < L.length(b)) return kernel(r, j0, j1);
+    if (s < L.length(b)) {
+      kernel(r, j0, j1);
+      continue;
+    }
     // A padded step: the state stays, nothing flows.
     for (int64_t k = 0; k < 4; ++k) std::fill(r.gates + k * H + j0, r.gates + k * H + j1, T(0));
     std::copy(r.c + j0, r.c + j1, r.c_saved + j0);
@@ -397,59 +435,72 @@ void lstm_forward_step(const Layer<T>& L, const RnnForwardArgs<T>& a, int64_t s,
     if (L.proj) {
       std::fill(r.m + j0, r.m + j1, T(0));
     } else {
-      std::copy(r.h + j0, r.h + j1, r.hprev + j0);
+      std::copy(r.h_in + j0, r.h_in + j1, r.hprev + j0);
+      std::copy(r.h_in + j0, r.h_in + j1, r.h_out + j0);
       std::fill(r.y + j0, r.y + j1, T(0));
     }
-  });
+  }
 }
 
-// h = m W_hr^T has been computed into hnew [B, P]: the state and y take it where active.
+// h = m W_hr^T is in hnew [B, P]: the state and y take it where the sequence is active.
 template <typename T>
-void lstm_projection_step(const Layer<T>& L, const RnnForwardArgs<T>& a, int64_t s,
-                          const T* hnew) {
+void lstm_projection_columns(const Layer<T>& L, const RnnForwardArgs<T>& a, int64_t s,
+                             const T* hnew, StepState<T> st, int64_t p0, int64_t p1) {
   const int64_t P = L.P;
-  for_rows(L.B, P, [&](int64_t b, int64_t j0, int64_t j1) {
-    T* h = a.h_n + b * P;
+  for (int64_t b = 0; b < L.B; ++b) {
+    const T* h_in = st.h_in + b * P;
     T* y = a.y + L.row(s, b, P);
-    std::copy(h + j0, h + j1, L.hprev + L.row(s, b, P) + j0);
-    if (s < L.length(b)) {
-      std::copy(hnew + b * P + j0, hnew + b * P + j1, h + j0);
-      std::copy(hnew + b * P + j0, hnew + b * P + j1, y + j0);
-    } else {
-      std::fill(y + j0, y + j1, T(0));
-    }
-  });
+    const T* src = s < L.length(b) ? hnew + b * P : h_in;
+    std::copy(h_in + p0, h_in + p1, L.hprev + L.row(s, b, P) + p0);
+    std::copy(src + p0, src + p1, st.h_out + b * P + p0);
+    if (s < L.length(b))
+      std::copy(src + p0, src + p1, y + p0);
+    else
+      std::fill(y + p0, y + p1, T(0));
+  }
 }
 
 template <typename T>
-void gru_forward_step(const Layer<T>& L, const RnnForwardArgs<T>& a, int64_t s, const T* hg) {
+void gru_forward_columns(const Layer<T>& L, const RnnForwardArgs<T>& a, int64_t s, const T* hg,
+                         StepState<T> st, int64_t j0, int64_t j1) {
   const int64_t H = L.H, GH = L.GH;
   const RowFn<GruForwardRow<T>> kernel = row_kernel<GruForwardRow<T>>();
-  for_rows(L.B, H, [&](int64_t b, int64_t j0, int64_t j1) {
-    const GruForwardRow<T> r{L.gates + L.row(s, b, GH), hg + b * GH,   L.aux1 + L.row(s, b, H),
-                             a.h_n + b * H,             L.hprev + L.row(s, b, H),
+  for (int64_t b = 0; b < L.B; ++b) {
+    const GruForwardRow<T> r{L.gates + L.row(s, b, GH), hg + b * GH,
+                             L.aux1 + L.row(s, b, H),   st.h_in + b * H,
+                             st.h_out + b * H,          L.hprev + L.row(s, b, H),
                              a.y + L.row(s, b, H),      H};
-    if (s < L.length(b)) return kernel(r, j0, j1);
+    if (s < L.length(b)) {
+      kernel(r, j0, j1);
+      continue;
+    }
     for (int64_t k = 0; k < 3; ++k) std::fill(r.gates + k * H + j0, r.gates + k * H + j1, T(0));
     std::fill(r.hn_saved + j0, r.hn_saved + j1, T(0));
-    std::copy(r.h + j0, r.h + j1, r.hprev + j0);
+    std::copy(r.h_in + j0, r.h_in + j1, r.hprev + j0);
+    std::copy(r.h_in + j0, r.h_in + j1, r.h_out + j0);
     std::fill(r.y + j0, r.y + j1, T(0));
-  });
+  }
 }
 
 template <typename T>
-void rnn_forward_step(const Layer<T>& L, const RnnForwardArgs<T>& a, int64_t s, const T* hg) {
+void rnn_forward_columns(const Layer<T>& L, const RnnForwardArgs<T>& a, int64_t s, const T* hg,
+                         StepState<T> st, int64_t j0, int64_t j1) {
   const int64_t H = L.H;
   const RowFn<RnnForwardRow<T>> kernel = row_kernel<RnnForwardRow<T>>();
-  for_rows(L.B, H, [&](int64_t b, int64_t j0, int64_t j1) {
-    const RnnForwardRow<T> r{L.gates + L.row(s, b, H), hg + b * H, a.h_n + b * H,
+  for (int64_t b = 0; b < L.B; ++b) {
+    const RnnForwardRow<T> r{L.gates + L.row(s, b, H), hg + b * H,
+                             st.h_in + b * H,          st.h_out + b * H,
                              L.hprev + L.row(s, b, H), a.y + L.row(s, b, H),
                              L.mode == RnnMode::RNN_RELU};
-    if (s < L.length(b)) return kernel(r, j0, j1);
+    if (s < L.length(b)) {
+      kernel(r, j0, j1);
+      continue;
+    }
     std::fill(r.gates + j0, r.gates + j1, T(0));
-    std::copy(r.h + j0, r.h + j1, r.hprev + j0);
+    std::copy(r.h_in + j0, r.h_in + j1, r.hprev + j0);
+    std::copy(r.h_in + j0, r.h_in + j1, r.h_out + j0);
     std::fill(r.y + j0, r.y + j1, T(0));
-  });
+  }
 }
 
 // ------------------------------------------------------------------ backward --------
@@ -459,7 +510,6 @@ struct BackwardPlanes {
   T* dgi;     // [T,B,G*H] dG, input side
   T* dgh;     // [T,B,G*H] dG, hidden side (== dgi but for GRU)
   T* dhtot;   // [T,B,P] dh of every step (LSTM with projection)
-  T* dgstep;  // [B,G*H] this step's hidden-side dG, contiguous (when rows are not aligned)
 };
 
 // Where the gradient reaching sequence b's state after step s comes from: dh_prev of step
@@ -494,18 +544,23 @@ void copy_gates(const T* dg, T* dst, int64_t G, int64_t H, int64_t j0, int64_t j
     for (int64_t k = 0; k < G; ++k) std::copy(dg + k * H + j0, dg + k * H + j1, dst + k * H + j0);
 }
 
+// `dgstep`: where this step's hidden-side dG rows go contiguously when the rows of a step
+// lie at different times (reverse with lengths), else null.
 template <typename T>
-void lstm_backward_step(const Layer<T>& L, const RnnBackwardArgs<T>& a,
-                        const BackwardPlanes<T>& d, int64_t s, const LaterGrad<T>& later,
-                        const T* dm, T* dc) {
+void lstm_backward_columns(const Layer<T>& L, const RnnBackwardArgs<T>& a,
+                           const BackwardPlanes<T>& d, int64_t s, const LaterGrad<T>& later,
+                           const T* dm, T* dc, T* dgstep, int64_t j0, int64_t j1) {
   const int64_t H = L.H, B = L.B, GH = L.GH;
   const RnnForwardArgs<T>& f = a.fwd;
   const RowFn<LstmBackwardRow<T>> kernel = row_kernel<LstmBackwardRow<T>>();
-  for_rows(B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+  for (int64_t b = 0; b < B; ++b) {
     const int64_t len = L.length(b);
     T* dg = d.dgi + L.row(s, b, GH);
-    T* dst = L.aligned ? nullptr : d.dgstep + b * GH;
-    if (s >= len) return zero_gates(dg, dst, 4, H, j0, j1);
+    T* dst = dgstep ? dgstep + b * GH : nullptr;
+    if (s >= len) {
+      zero_gates(dg, dst, 4, H, j0, j1);
+      continue;
+    }
     const bool continues = s + 1 < len;
     const T* dc_later = continues ? dc + b * H : a.grad_c_n ? a.grad_c_n + b * H : later.zeros;
     // c_{t-1}: the cell state the previous step of this sequence left, or c0.
@@ -523,45 +578,47 @@ void lstm_backward_step(const Layer<T>& L, const RnnBackwardArgs<T>& a,
                                H};
     kernel(r, j0, j1);
     copy_gates(dg, dst, 4, H, j0, j1);
-  });
+  }
 }
 
 // With a projection, h = m W_hr^T: dh (the later gradient plus grad_y) is kept for dW_hr
 // and copied to dhstep for this step's dm = dh W_hr.
 template <typename T>
-void lstm_projection_backward_step(const Layer<T>& L, const RnnBackwardArgs<T>& a,
-                                   const BackwardPlanes<T>& d, int64_t s,
-                                   const LaterGrad<T>& later, T* dhstep) {
+void lstm_projection_backward_columns(const Layer<T>& L, const RnnBackwardArgs<T>& a,
+                                      const BackwardPlanes<T>& d, int64_t s,
+                                      const LaterGrad<T>& later, T* dhstep, int64_t p0,
+                                      int64_t p1) {
   const int64_t P = L.P;
-  for_rows(L.B, P, [&](int64_t b, int64_t j0, int64_t j1) {
+  for (int64_t b = 0; b < L.B; ++b) {
     const int64_t len = L.length(b);
     T* dh = d.dhtot + L.row(s, b, P);
     T* step = dhstep + b * P;
     if (s >= len) {
-      std::fill(dh + j0, dh + j1, T(0));
-      std::fill(step + j0, step + j1, T(0));
-      return;
+      std::fill(dh + p0, dh + p1, T(0));
+      std::fill(step + p0, step + p1, T(0));
+      continue;
     }
     const T* dh_later = later.dh(s + 1 < len, b);
     const T* gy = a.grad_y + L.row(s, b, P);
-    for (int64_t j = j0; j < j1; ++j) dh[j] = step[j] = dh_later[j] + gy[j];
-  });
+    for (int64_t j = p0; j < p1; ++j) dh[j] = step[j] = dh_later[j] + gy[j];
+  }
 }
 
 template <typename T>
-void gru_backward_step(const Layer<T>& L, const RnnBackwardArgs<T>& a,
-                       const BackwardPlanes<T>& d, int64_t s, const LaterGrad<T>& later,
-                       T* direct) {
+void gru_backward_columns(const Layer<T>& L, const RnnBackwardArgs<T>& a,
+                          const BackwardPlanes<T>& d, int64_t s, const LaterGrad<T>& later,
+                          T* direct, T* dgstep, int64_t j0, int64_t j1) {
   const int64_t H = L.H, GH = L.GH;
   const RowFn<GruBackwardRow<T>> kernel = row_kernel<GruBackwardRow<T>>();
-  for_rows(L.B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+  for (int64_t b = 0; b < L.B; ++b) {
     const int64_t len = L.length(b);
     T* di = d.dgi + L.row(s, b, GH);
     T* dh_side = d.dgh + L.row(s, b, GH);
-    T* dst = L.aligned ? nullptr : d.dgstep + b * GH;
+    T* dst = dgstep ? dgstep + b * GH : nullptr;
     if (s >= len) {
       zero_gates(di, dst, 3, H, j0, j1);
-      return zero_gates(dh_side, static_cast<T*>(nullptr), 3, H, j0, j1);
+      zero_gates(dh_side, static_cast<T*>(nullptr), 3, H, j0, j1);
+      continue;
     }
     const bool continues = s + 1 < len;
     const GruBackwardRow<T> r{later.dh(continues, b),     later.direct_part(continues, b),
@@ -571,24 +628,28 @@ void gru_backward_step(const Layer<T>& L, const RnnBackwardArgs<T>& a,
                               direct + b * H,             H};
     kernel(r, j0, j1);
     copy_gates(dh_side, dst, 3, H, j0, j1);
-  });
+  }
 }
 
 template <typename T>
-void rnn_backward_step(const Layer<T>& L, const RnnBackwardArgs<T>& a,
-                       const BackwardPlanes<T>& d, int64_t s, const LaterGrad<T>& later) {
+void rnn_backward_columns(const Layer<T>& L, const RnnBackwardArgs<T>& a,
+                          const BackwardPlanes<T>& d, int64_t s, const LaterGrad<T>& later,
+                          T* dgstep, int64_t j0, int64_t j1) {
   const int64_t H = L.H;
   const RowFn<RnnBackwardRow<T>> kernel = row_kernel<RnnBackwardRow<T>>();
-  for_rows(L.B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+  for (int64_t b = 0; b < L.B; ++b) {
     const int64_t len = L.length(b);
     T* dg = d.dgi + L.row(s, b, H);
-    T* dst = L.aligned ? nullptr : d.dgstep + b * H;
-    if (s >= len) return zero_gates(dg, dst, 1, H, j0, j1);
+    T* dst = dgstep ? dgstep + b * H : nullptr;
+    if (s >= len) {
+      zero_gates(dg, dst, 1, H, j0, j1);
+      continue;
+    }
     const RnnBackwardRow<T> r{later.dh(s + 1 < len, b), a.grad_y + L.row(s, b, H),
                               L.gates + L.row(s, b, H), dg, L.mode == RnnMode::RNN_RELU};
     kernel(r, j0, j1);
     copy_gates(dg, dst, 1, H, j0, j1);
-  });
+  }
 }
 
 }  // namespace
@@ -596,35 +657,57 @@ void rnn_backward_step(const Layer<T>& L, const RnnBackwardArgs<T>& a,
 template <typename T>
 void rnn_forward(const RnnForwardArgs<T>& a) {
   const Layer<T> L(a);
-  const int64_t B = L.B, H = L.H, P = L.P, GH = L.GH, TB = L.steps * B;
+  const int64_t B = L.B, H = L.H, P = L.P, G = L.G, GH = L.GH, TB = L.steps * B;
   std::copy(a.h0, a.h0 + B * P, a.h_n);
   if (a.mode == RnnMode::LSTM) std::copy(a.c0, a.c0 + B * H, a.c_n);
   if (TB == 0) return;
 
   gemm<T>(TB, GH, L.I, {a.x, L.I, 1}, {a.w_ih, L.I, 1}, L.gates, GH, {a.b_ih});
-  const PackedOperand<T> w_hh = pack_operand<T>(GH, P, {a.w_hh, P, 1});
+  // W_hh packed gate by gate, so that a thread's hidden units are whole panels of each.
+  std::vector<PackedOperand<T>> w_hh;
+  for (int64_t g = 0; g < G; ++g) w_hh.push_back(pack_operand<T>(H, P, {a.w_hh + g * H * P, P, 1}));
   PackedOperand<T> w_hr;
-  AlignedArray<T> hg = aligned_array<T>(B * GH), mstep, hnew;
+  if (L.proj) w_hr = pack_operand<T>(P, H, {a.w_hr, H, 1});
+
+  const int nt = team_size(double(B) * double(GH) * double(P));
+  const int64_t panel = gemm_panel_width<T>();
+  const int64_t a_size =
+      std::max(packed_rows_size<T>(B, P), L.proj ? packed_rows_size<T>(B, H) : int64_t(0));
+  AlignedArray<T> a_packs = aligned_array<T>(nt * a_size), hg = aligned_array<T>(B * GH),
+                  h_other = aligned_array<T>(B * P), mstep, hnew;
   if (L.proj) {
-    w_hr = pack_operand<T>(P, H, {a.w_hr, H, 1});
     mstep = aligned_array<T>(B * H);
     hnew = aligned_array<T>(B * P);
   }
+  T* const h_buf[2] = {a.h_n, h_other.get()};
 
-  for (int64_t s = 0; s < L.steps; ++s) {
-    gemm<T>(B, {a.h_n, P, 1}, w_hh, hg.get(), GH, {a.b_hh});
-    switch (a.mode) {
-      case RnnMode::LSTM:
-        lstm_forward_step(L, a, s, hg.get(), mstep.get());
-        if (L.proj) {
-          gemm<T>(B, {mstep.get(), H, 1}, w_hr, hnew.get(), P);
-          lstm_projection_step(L, a, s, hnew.get());
-        }
-        break;
-      case RnnMode::GRU: gru_forward_step(L, a, s, hg.get()); break;
-      default: rnn_forward_step(L, a, s, hg.get()); break;
+#pragma omp parallel num_threads(nt)
+  {
+    const Team team = this_team();
+    const auto [j0, j1] = team.columns(H, panel);
+    const auto [p0, p1] = team.columns(P, panel);
+    T* a_mine = a_packs.get() + team.id * a_size;
+    for (int64_t s = 0; s < L.steps; ++s) {
+      const StepState<T> st{h_buf[s % 2], h_buf[(s + 1) % 2]};
+      pack_rows<T>(B, P, {st.h_in, P, 1}, a_mine);
+      for (int64_t g = 0; g < G; ++g)
+        gemm_packed_columns<T>(B, a_mine, w_hh[g], j0, j1, hg.get() + g * H, GH,
+                               {a.b_hh ? a.b_hh + g * H : nullptr});
+      switch (a.mode) {
+        case RnnMode::LSTM: lstm_forward_columns(L, a, s, hg.get(), st, mstep.get(), j0, j1); break;
+        case RnnMode::GRU: gru_forward_columns(L, a, s, hg.get(), st, j0, j1); break;
+        default: rnn_forward_columns(L, a, s, hg.get(), st, j0, j1); break;
+      }
+      if (L.proj) {
+#pragma omp barrier
+        pack_rows<T>(B, H, {mstep.get(), H, 1}, a_mine);
+        gemm_packed_columns<T>(B, a_mine, w_hr, p0, p1, hnew.get(), P);
+        lstm_projection_columns(L, a, s, hnew.get(), st, p0, p1);
+      }
+#pragma omp barrier
     }
   }
+  if (h_buf[L.steps % 2] != a.h_n) std::copy(h_other.get(), h_other.get() + B * P, a.h_n);
 }
 
 template <typename T>
@@ -634,7 +717,7 @@ void rnn_backward(const RnnBackwardArgs<T>& a) {
   const int64_t B = L.B, I = L.I, H = L.H, P = L.P, GH = L.GH, TB = L.steps * B;
   const bool lstm = f.mode == RnnMode::LSTM, gru = f.mode == RnnMode::GRU;
 
-  BackwardPlanes<T> d{a.scratch, a.scratch, nullptr, nullptr};
+  BackwardPlanes<T> d{a.scratch, a.scratch, nullptr};
   if (gru) d.dgh = a.scratch + TB * GH;
   if (L.proj) d.dhtot = a.scratch + TB * GH;
 
@@ -644,9 +727,16 @@ void rnn_backward(const RnnBackwardArgs<T>& a) {
   } else {
     const PackedOperand<T> w_hh = pack_operand<T>(P, GH, {f.w_hh, 1, P});
     PackedOperand<T> w_hr;
-    AlignedArray<T> rec = aligned_array<T>(B * P), dgstep, dc, direct, dhstep, dm;
-    if (!L.aligned) dgstep = aligned_array<T>(B * GH);
-    d.dgstep = dgstep.get();
+    if (L.proj) w_hr = pack_operand<T>(H, P, {f.w_hr, 1, H});
+    const int nt = team_size(double(B) * double(GH) * double(P));
+    const int64_t panel = gemm_panel_width<T>();
+    const int64_t a_size =
+        std::max(packed_rows_size<T>(B, GH), L.proj ? packed_rows_size<T>(B, P) : int64_t(0));
+    AlignedArray<T> a_packs = aligned_array<T>(nt * a_size), rec = aligned_array<T>(B * P),
+                    dgsteps, dc, direct, dhstep, dm;
+    // Two step buffers, alternating: a thread may write the next step's rows while another
+    // still reads this step's.
+    if (!L.aligned) dgsteps = aligned_array<T>(2 * B * GH);
     // dc runs backwards through the cell states and ends as grad_c0.
     T* dc_run = nullptr;
     if (lstm) {
@@ -655,7 +745,6 @@ void rnn_backward(const RnnBackwardArgs<T>& a) {
     }
     if (gru) direct = aligned_array<T>(B * H);
     if (L.proj) {
-      w_hr = pack_operand<T>(H, P, {f.w_hr, 1, H});
       dhstep = aligned_array<T>(B * P);
       dm = aligned_array<T>(B * H);
     }
@@ -663,25 +752,42 @@ void rnn_backward(const RnnBackwardArgs<T>& a) {
     std::fill(zeros.get(), zeros.get() + std::max(H, P), T(0));
     const LaterGrad<T> later{rec.get(), direct.get(), a.grad_h_n, zeros.get(), P};
 
-    for (int64_t s = L.steps - 1; s >= 0; --s) {
-      switch (f.mode) {
-        case RnnMode::LSTM:
-          if (L.proj) {
-            lstm_projection_backward_step(L, a, d, s, later, dhstep.get());
-            gemm<T>(B, {dhstep.get(), P, 1}, w_hr, dm.get(), H);
-          }
-          lstm_backward_step(L, a, d, s, later, dm.get(), dc_run);
-          break;
-        case RnnMode::GRU: gru_backward_step(L, a, d, s, later, direct.get()); break;
-        default: rnn_backward_step(L, a, d, s, later); break;
+#pragma omp parallel num_threads(nt)
+    {
+      // Without a projection P == H, and a thread's columns of dh_prev are the hidden units
+      // its gate pass reads in the step before: no barrier between the two.
+      const Team team = this_team();
+      const auto [j0, j1] = team.columns(H, panel);
+      const auto [p0, p1] = team.columns(P, panel);
+      T* a_mine = a_packs.get() + team.id * a_size;
+      for (int64_t s = L.steps - 1; s >= 0; --s) {
+        T* dgstep = L.aligned ? nullptr : dgsteps.get() + s % 2 * B * GH;
+        switch (f.mode) {
+          case RnnMode::LSTM:
+            if (L.proj) {
+              lstm_projection_backward_columns(L, a, d, s, later, dhstep.get(), p0, p1);
+#pragma omp barrier
+              pack_rows<T>(B, P, {dhstep.get(), P, 1}, a_mine);
+              gemm_packed_columns<T>(B, a_mine, w_hr, j0, j1, dm.get(), H);
+            }
+            lstm_backward_columns(L, a, d, s, later, dm.get(), dc_run, dgstep, j0, j1);
+            break;
+          case RnnMode::GRU:
+            gru_backward_columns(L, a, d, s, later, direct.get(), dgstep, j0, j1);
+            break;
+          default: rnn_backward_columns(L, a, d, s, later, dgstep, j0, j1); break;
+        }
+#pragma omp barrier
+        // dh_prev = dG W_hh: for the step before, or (s == 0) grad_h0.
+        if (s == 0 && !a.grad_h0) break;
+        const T* dg = L.aligned ? d.dgh + L.row(s, 0, GH) : dgstep;
+        pack_rows<T>(B, GH, {dg, GH, 1}, a_mine);
+        gemm_packed_columns<T>(B, a_mine, w_hh, p0, p1, s > 0 ? rec.get() : a.grad_h0, P);
       }
-      // dh_prev = dG W_hh: for the step before, or (s == 0) grad_h0.
-      if (s == 0 && !a.grad_h0) break;
-      const T* dg = L.aligned ? d.dgh + L.row(s, 0, GH) : d.dgstep;
-      gemm<T>(B, {dg, GH, 1}, w_hh, s > 0 ? rec.get() : a.grad_h0, P);
+      if (a.grad_h0 && gru)  // + the z * dh part, on the columns this thread wrote
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t j = j0; j < j1; ++j) a.grad_h0[b * H + j] += direct[b * H + j];
     }
-    if (a.grad_h0 && gru)
-      for (int64_t k = 0; k < B * H; ++k) a.grad_h0[k] += direct[k];
   }
 
   if (a.grad_x) gemm<T>(TB, I, GH, {d.dgi, GH, 1}, {f.w_ih, 1, I}, a.grad_x, I);
