@@ -261,7 +261,8 @@ struct Tiles {
 template <typename T>
 Tiles<T> tiles_for(int64_t M) {
   const MicroKernel<T>& uk = microkernel_for_this_cpu<T>();
-  if (M <= MC && round_up(M, uk.short_mr) < round_up(M, uk.mr)) return {uk.short_fn, uk.short_mr, uk.nr};
+  if (M <= MC && round_up(M, uk.short_mr) < round_up(M, uk.mr))
+    return {uk.short_fn, uk.short_mr, uk.nr};
   return {uk.fn, uk.mr, uk.nr};
 }
 
