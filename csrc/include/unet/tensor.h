@@ -8,10 +8,25 @@
 
 namespace unet {
 
-enum class DType : int8_t { Float32, Float64 };
+// Float16 is IEEE binary16, BFloat16 the top half of a float32 (ml_dtypes.bfloat16 in
+// Python). Only the mixed-precision kernels take the 16-bit types; the others check.
+enum class DType : int8_t { Float32, Float64, Float16, BFloat16 };
 
-inline const char* dtype_name(DType d) { return d == DType::Float32 ? "float32" : "float64"; }
-inline int64_t dtype_size(DType d) { return d == DType::Float32 ? 4 : 8; }
+inline const char* dtype_name(DType d) {
+  switch (d) {
+    case DType::Float32: return "float32";
+    case DType::Float64: return "float64";
+    case DType::Float16: return "float16";
+    default: return "bfloat16";
+  }
+}
+inline int64_t dtype_size(DType d) {
+  switch (d) {
+    case DType::Float32: return 4;
+    case DType::Float64: return 8;
+    default: return 2;
+  }
+}
 
 enum class DeviceType : int8_t { CPU, CUDA };
 
