@@ -97,12 +97,10 @@ def test_a_failed_save_leaves_the_previous_checkpoint_loadable(data, tmp_path, m
     before = params(trainer.model)
     trainer.fit(loader, epochs=2)
 
-    def half_written(arrays, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"\x00" * 100)  # a torn write, then the disk fills up
-        raise OSError(28, "No space left on device")
+    def disk_full(arrays, metadata=None):
+        raise OSError(28, "No space left on device")  # while the temporary file is open
 
-    monkeypatch.setattr(checkpoint, "_write_tensors", half_written)
+    monkeypatch.setattr(checkpoint, "_serialize", disk_full)
     with pytest.raises(OSError, match="No space"):
         trainer.save(path)
     monkeypatch.undo()
@@ -118,11 +116,10 @@ def test_interrupt_during_save_keeps_the_old_file(data, tmp_path, monkeypatch):
     trainer.fit(loader, epochs=1, checkpoint=path)
     original = path.read_bytes()
 
-    def interrupted(arrays, filename, metadata=None):
-        open(filename, "wb").close()
+    def interrupted(arrays, metadata=None):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoint, "_write_tensors", interrupted)
+    monkeypatch.setattr(checkpoint, "_serialize", interrupted)
     with pytest.raises(KeyboardInterrupt):
         trainer.save(path)
     assert path.read_bytes() == original

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import struct
 import uuid
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save_file as _write_tensors
+from safetensors.numpy import save as _serialize
 
 from . import backend
 from .tensor import Tensor
@@ -40,6 +42,10 @@ _STRUCTURE_KEY = "unet.structure"
 _FORMAT_KEY = "unet.format"
 _FORMAT_VERSION = "1"
 _TAGS = ("__tensor__", "__ndarray__", "__npscalar__", "__tuple__", "__dict__")
+# Bytes per element of each safetensors dtype; anything else in a header is refused.
+_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2,
+             "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+_MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit
 
 
 def save(obj, path) -> None:
@@ -52,9 +58,13 @@ def save(obj, path) -> None:
     structure = _encode(obj, (), arrays)
     metadata = {_FORMAT_KEY: _FORMAT_VERSION,
                 _STRUCTURE_KEY: json.dumps(structure, separators=(",", ":"))}
+    _remove_orphans(directory, os.path.basename(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        _write_tensors(arrays, tmp, metadata=metadata)
+        # Serialised in memory and written by us (safetensors' save_file would add a temporary
+        # file of its own, which a killed process leaves behind under a name we cannot know).
+        with open(tmp, "wb") as f:
+            f.write(_serialize(arrays, metadata=metadata))
         _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:  # KeyboardInterrupt included: never leave the half-written file behind
@@ -69,6 +79,7 @@ def load(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"path: no checkpoint file at {path!r}")
+    _check_layout(path)
     try:
         with safe_open(path, framework="np") as f:
             metadata = f.metadata() or {}
@@ -85,6 +96,75 @@ def load(path):
         return _decode(structure, arrays)
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"path: {path!r} has a damaged structure header: {e!r}") from e
+
+
+# ---------------------------------------------------------------- hostile files
+
+def _check_layout(path: str) -> None:
+    """Refuse a file whose safetensors header is malformed before any reader trusts it.
+
+    safetensors checks most of this too, but its errors name neither the tensor nor
+    the file, and it keeps the last of duplicate keys; here each fault is a ValueError
+    that names both. Nothing in the file is ever executed: no pickle, only JSON and bytes.
+    """
+    def fail(what: str):
+        raise ValueError(f"path: {path!r} is not a readable checkpoint (corrupt, truncated or not "
+                         f"a safetensors file): {what}")
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            fail(f"{size} bytes, shorter than the 8-byte header length")
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > min(size - 8, _MAX_HEADER_BYTES):
+            fail(f"header length {header_len} exceeds the file ({size} bytes)")
+        raw = f.read(header_len)
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except (UnicodeDecodeError, ValueError) as e:
+        fail(f"header is not JSON: {e}")
+    if not isinstance(header, dict):
+        fail("header is not a JSON object")
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        fail("header's __metadata__ is not an object of strings")
+    data_len = size - 8 - header_len
+    spans = []
+    for name, entry in header.items():
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+            fail(f"tensor {name!r}: expected dtype, shape and data_offsets, got {entry!r}")
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if dtype not in _ITEMSIZE:
+            fail(f"tensor {name!r}: unknown dtype {dtype!r}")
+        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+            fail(f"tensor {name!r}: shape {shape!r} is not a list of non-negative ints")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= data_len):
+            fail(f"tensor {name!r}: data_offsets {offsets!r} outside the {data_len} data bytes")
+        expected = math.prod(shape) * _ITEMSIZE[dtype]
+        if offsets[1] - offsets[0] != expected:
+            fail(f"tensor {name!r}: {offsets[1] - offsets[0]} bytes for {dtype} of shape {shape} "
+                 f"(expected {expected})")
+        spans.append((offsets[0], offsets[1], name))
+    spans.sort()
+    end, previous = 0, None
+    for begin, stop, name in spans:
+        if begin != end:
+            fail(f"tensor {name!r}: starts at byte {begin}, expected {end} "
+                 + (f"(overlaps {previous!r})" if begin < end else "(a gap)"))
+        end, previous = stop, name
+    if end != data_len:
+        fail(f"{data_len - end} data bytes after the last tensor")
+
+
+def _no_duplicate_keys(pairs):
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen = set()
+        duplicates = sorted({k for k, _ in pairs if k in seen or seen.add(k)})
+        raise ValueError(f"duplicate keys {duplicates}")
+    return result
 
 
 # ---------------------------------------------------------------- structure <-> JSON
@@ -166,6 +246,28 @@ def _decode(value, arrays: dict):
 
 
 # ---------------------------------------------------------------- durability
+
+def _remove_orphans(directory: str, basename: str):
+    """Delete the temporary files of earlier saves to this path whose process has died (killed mid-save)."""
+    prefix = f".{basename}."
+    for name in os.listdir(directory):
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid = name[len(prefix):].split(".")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
 
 def _fsync(path: str):
     with open(path, "rb+") as f:
