@@ -4,8 +4,10 @@
     PairDataset      source<TAB>target (translation, summarising)   "source", "target"
     LabeledDataset   text<TAB>label (classification)                "text", "label"
 
-Files are read as UTF-8 (a leading BOM dropped); bytes that are not UTF-8 become
-U+FFFD, so a damaged file still loads. A line holding only whitespace is
+Files are read as UTF-8 (a leading BOM dropped; lines end at LF, a CR before it
+is dropped); bytes that are not UTF-8 become U+FFFD, so a damaged file still
+loads, and a warning says how many sequences were replaced and on which line
+the first was. A line holding only whitespace is
 skipped by default (``skip_empty=True``); with ``skip_empty=False`` it is an
 example with empty text in a TextLineDataset and a malformed line in a TSV. A
 TSV line without exactly one tab raises a ValueError naming the file and the
@@ -18,9 +20,11 @@ ready for the DataLoader.
 """
 from __future__ import annotations
 
+import codecs
 import operator
 import os
 import re
+import warnings
 
 import numpy as np
 
@@ -93,9 +97,24 @@ class Dataset:
 
 def read_lines(path):
     """(line number, line without its ending) for each line of a UTF-8 text file."""
-    with open(os.fspath(path), encoding="utf-8-sig", errors="replace") as f:
-        for number, line in enumerate(f, 1):
-            yield number, line.rstrip("\n")
+    path = os.fspath(path)
+    replaced, first_line = 0, None
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            raw = raw.rstrip(b"\n").removesuffix(b"\r")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                line = raw.decode("utf-8", errors="replace")
+                # each maximal invalid sequence became one U+FFFD; count those the bytes did not hold
+                replaced += line.count("\ufffd") - raw.count("\ufffd".encode())
+                first_line = first_line or number
+            yield number, line
+    if replaced:
+        warnings.warn(f"{path}: {replaced} invalid UTF-8 byte sequence(s) replaced by U+FFFD "
+                      f"(the first on line {first_line})", UnicodeWarning, stacklevel=2)
 
 
 def _read_tsv(path, skip_empty: bool, layout: str):

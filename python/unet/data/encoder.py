@@ -37,7 +37,8 @@ class TextEncoder:
     ``tokenizer``: a Tokenizer or "char", "word", "bpe". ``normalizer``: applied
     before tokenizing (None: the text as it is, lone surrogates aside).
     ``add_bos``/``add_eos``/``max_length``: the defaults for ``encode``;
-    ``max_length`` counts every id, <bos>/<eos> included, and truncation keeps
+    ``max_length`` counts every id, <bos>/<eos> included; with ``truncation``
+    (the default) a longer text is cut, else it raises a ValueError; truncation keeps
     them (the end of the text is what goes).
     """
 
@@ -46,7 +47,7 @@ class TextEncoder:
 
     def __init__(self, tokenizer="char", normalizer: Normalizer | None = Normalizer(), *,
                  add_bos: bool = False, add_eos: bool = False, max_length: int | None = None,
-                 vocab: Vocab | None = None):
+                 truncation: bool = True, vocab: Vocab | None = None):
         self.tokenizer = get_tokenizer(tokenizer)
         if normalizer is not None and not isinstance(normalizer, Normalizer):
             raise TypeError(f"normalizer: expected a Normalizer or None, got {type(normalizer).__name__}")
@@ -56,6 +57,7 @@ class TextEncoder:
         self.normalizer = normalizer
         self.vocab = vocab
         self.add_bos, self.add_eos, self.max_length = bool(add_bos), bool(add_eos), max_length
+        self.truncation = bool(truncation)
 
     # ------------------------------------------------------------ fitting
 
@@ -100,8 +102,14 @@ class TextEncoder:
         reserved = int(add_bos) + int(add_eos)
         _check_max_length(max_length, reserved)
         budget = None if max_length is None else max_length - reserved
-        # the tokenizer stops after `budget` tokens: a 1 MB line costs the normaliser's linear pass only
-        return vocab.encode(self.tokenizer.tokenize(self.normalize(text), budget), add_bos, add_eos)
+        # the tokenizer stops after `budget` tokens (one more to see an overflow): a 1 MB line
+        # costs the normaliser's linear pass only
+        probe = budget if budget is None or self.truncation else budget + 1
+        tokens = self.tokenizer.tokenize(self.normalize(text), probe)
+        if budget is not None and len(tokens) > budget:
+            raise ValueError(f"text: more than max_length={max_length} ids ({budget} tokens and "
+                             f"{reserved} of <bos>/<eos>) and truncation=False: {text[:60]!r}...")
+        return vocab.encode(tokens, add_bos, add_eos)
 
     def decode(self, ids, strip_special: bool = True) -> str:
         return self.tokenizer.detokenize(self._require_vocab().decode(ids, strip_special))
@@ -122,7 +130,8 @@ class TextEncoder:
                 "normalizer": None if self.normalizer is None else self.normalizer.to_config(),
                 "tokenizer": self.tokenizer.to_config(),
                 "vocab": None if self.vocab is None else self.vocab.to_config(),
-                "add_bos": self.add_bos, "add_eos": self.add_eos, "max_length": self.max_length}
+                "add_bos": self.add_bos, "add_eos": self.add_eos, "max_length": self.max_length,
+                "truncation": self.truncation}
 
     @classmethod
     def from_config(cls, config: dict) -> "TextEncoder":
@@ -133,6 +142,7 @@ class TextEncoder:
             return cls(Tokenizer.from_config(config["tokenizer"]),
                        None if config["normalizer"] is None else Normalizer.from_config(config["normalizer"]),
                        add_bos=config["add_bos"], add_eos=config["add_eos"], max_length=config["max_length"],
+                       truncation=config.get("truncation", True),
                        vocab=None if config["vocab"] is None else Vocab.from_config(config["vocab"]))
         except (KeyError, TypeError) as e:
             raise ValueError(f"config: not a valid TextEncoder config ({e!r})") from e

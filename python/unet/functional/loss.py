@@ -96,8 +96,15 @@ def _nll(logp, target, weight, ignore_index, reduction):
     w = (weight[safe] if weight is not None else xp.ones(safe.shape, dtype=logp.dtype)) * valid
     loss = picked * Tensor._wrap(w.astype(logp.dtype, copy=False))
     if reduction == "mean":  # torch's weighted mean: divided by the weights of the counted targets
-        return loss.sum() / float(w.sum()), w
+        return loss.sum() / _counted_weight(w), w
     return _reduce(loss, reduction), w
+
+
+def _counted_weight(w) -> float:
+    """The mean's denominator; 1 when nothing counts, so that a batch whose targets are all
+    ignored contributes loss 0 and no gradient (torch gives NaN there, which poisons training)."""
+    total = float(w.sum())
+    return total if total != 0.0 else 1.0
 
 
 def nll_loss(input: Tensor, target, weight=None, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
@@ -132,7 +139,7 @@ def cross_entropy(input: Tensor, target, weight=None, ignore_index: int = -100,
         per_class = per_class * Tensor._wrap(weight)
     valid = (target != ignore_index).astype(input.dtype)
     smooth = -per_class.sum(dim=-1) * Tensor._wrap(valid)
-    smooth = smooth.sum() / float(counted.sum()) if reduction == "mean" else _reduce(smooth, reduction)
+    smooth = smooth.sum() / _counted_weight(counted) if reduction == "mean" else _reduce(smooth, reduction)
     return nll * (1.0 - label_smoothing) + smooth * (label_smoothing / classes)
 
 
