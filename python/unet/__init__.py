@@ -18,7 +18,7 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from ._version import __version__
 from .autograd import enable_grad, is_grad_enabled, no_grad
 from .backend import (Device, bfloat16, bool_, cuda_available, float16, float32, float64, int32,
-                      int64, manual_seed)
+                      int64, is_deterministic, manual_seed, use_deterministic)
 from .creation import (arange, from_dlpack, full, full_like, ones, ones_like, rand, rand_like, randn,
                        randn_like, tensor, zeros, zeros_like)
 from .tensor import Tensor
@@ -34,7 +34,7 @@ device = Device
 __all__ = [
     "__version__", "Tensor", "tensor", "zeros", "ones", "full", "zeros_like", "ones_like",
     "full_like", "randn_like", "rand_like", "randn", "rand", "arange", "from_dlpack", "no_grad", "enable_grad", "is_grad_enabled",
-    "manual_seed", "cuda_available", "device", "float64", "float32", "float16", "bfloat16",
+    "manual_seed", "use_deterministic", "is_deterministic", "cuda_available", "device", "float64", "float32", "float16", "bfloat16",
     "int64", "int32", "bool_", "cat", "concat", "stack", "where", "functional", "nn", "optim",
     "save", "load", "info", "UNet",
 ]

@@ -156,6 +156,29 @@ def to_device(data, device: Device):
         return cp.asarray(data)
 
 
+# ---------------------------------------------------------------- determinism
+
+_deterministic = False
+
+
+def use_deterministic(mode: bool = True) -> None:
+    """Ask for bitwise run-to-run reproducible results on every device.
+
+    unet's own kernels are deterministic always (fixed summation orders, no atomics).
+    What is not by default: scatter-adds on a GPU (the embedding gradient, indexing
+    backward), whose atomic adds land in a varying order. In this mode they are summed
+    on the host instead (slower).
+    """
+    global _deterministic
+    if not isinstance(mode, bool):
+        raise TypeError(f"mode: expected a bool, got {type(mode).__name__}")
+    _deterministic = mode
+
+
+def is_deterministic() -> bool:
+    return _deterministic
+
+
 # ---------------------------------------------------------------- random state
 
 class _RandomState:
