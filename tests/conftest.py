@@ -2,7 +2,13 @@
 
 Tests marked ``gpu`` need CuPy and a CUDA device; where either is missing they are
 skipped, so the whole suite runs on a CPU-only machine.
+
+Tests marked ``fuzz`` (binding fuzzing, see kernel_checks.FUZZ) run only in the worker
+processes that tests/test_binding_fuzz.py starts (UNET_FUZZ_WORKER=1), so that a crash
+fails one test with its example instead of ending the whole run.
 """
+import os
+
 import pytest
 
 
@@ -16,6 +22,11 @@ def _gpu_available():
 
 
 def pytest_collection_modifyitems(config, items):
+    if not os.environ.get("UNET_FUZZ_WORKER"):
+        fuzz = [item for item in items if "fuzz" in item.keywords]
+        if fuzz:
+            config.hook.pytest_deselected(items=fuzz)
+            items[:] = [item for item in items if "fuzz" not in item.keywords]
     gpu_items = [item for item in items if "gpu" in item.keywords]
     if gpu_items and not _gpu_available():
         skip = pytest.mark.skip(reason="needs CuPy and a CUDA GPU")

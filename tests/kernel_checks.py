@@ -7,10 +7,12 @@ an object posing as a CUDA array (FakeCudaArray), and junk arguments for never-c
 unless CuPy, a CUDA device and a CUDA build of unet._C are all there (import it into a test
 module to use it).
 """
+import os
 import re
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from unet import _C
@@ -59,10 +61,19 @@ MUTATIONS = {
 }
 
 
+# Binding fuzz tests carry @pytest.mark.fuzz and these settings. They run in a worker
+# process (tests/test_binding_fuzz.py), where a crash fails one test with the example
+# that caused it; the in-process suite leaves them out (conftest.py).
+FUZZ = settings(max_examples=int(os.environ.get("UNET_FUZZ_EXAMPLES", "1000")), deadline=None,
+                database=None, suppress_health_check=[HealthCheck.too_slow])
+
+
 def assert_names(excinfo, name):
-    """The exception caught in ``excinfo`` names ``name`` (as a whole word)."""
+    """The exception caught in ``excinfo`` names ``name`` (as a whole word) and says what
+    was expected and what came."""
     msg = str(excinfo.value)
     assert re.search(rf"\b{name}\b", msg), f"message does not name {name!r}: {msg}"
+    assert "expected" in msg and ("got" in msg or "not" in msg), f"message lacks expected/got: {msg}"
 
 
 def check_mutation(fn, args, name, mutation, rng, mutations=MUTATIONS):

@@ -14,10 +14,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from kernel_checks import MUTATIONS, FakeCudaArray, assert_names, check_mutation, junk_arguments, read_only
+from kernel_checks import FUZZ, MUTATIONS, FakeCudaArray, assert_names, check_mutation, junk_arguments, read_only
 
 from unet import _C
 
@@ -607,10 +607,10 @@ BWD_OUTPUTS = GRAD_NAMES + ["scratch"]
 sizes = dict(T=st.integers(2, 4), B=st.integers(2, 4), I=st.integers(2, 5), H=st.integers(3, 6))
 variants = st.sampled_from([("lstm", False), ("lstm", True), ("gru", False), ("rnn_tanh", False),
                             ("rnn_relu", False)])
-settings_ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@settings_
+@pytest.mark.fuzz
+@FUZZ
 @given(variant=variants, dtype=st.sampled_from(DTYPES), name=st.sampled_from(FWD_ARRAYS),
        mutation=st.sampled_from(sorted(MUTATIONS)), seed=st.integers(0, 2**16), **sizes)
 def test_forward_rejects_bad_arrays(variant, dtype, name, mutation, seed, T, B, I, H):
@@ -620,7 +620,8 @@ def test_forward_rejects_bad_arrays(variant, dtype, name, mutation, seed, T, B, 
     check_mutation(_C.rnn_forward, args, name, mutation, np.random.default_rng(seed))
 
 
-@settings_
+@pytest.mark.fuzz
+@FUZZ
 @given(variant=variants, dtype=st.sampled_from(DTYPES), name=st.sampled_from(BWD_ARRAYS),
        mutation=st.sampled_from(sorted(MUTATIONS)), seed=st.integers(0, 2**16), **sizes)
 def test_backward_rejects_bad_arrays(variant, dtype, name, mutation, seed, T, B, I, H):
@@ -793,7 +794,7 @@ def test_outputs_may_not_alias_inputs_or_each_other():
             args["h_n"] = args["y"][0]
         else:
             args[out] = args[src]
-        with pytest.raises(ValueError, match="shares memory") as excinfo:
+        with pytest.raises(ValueError, match="memory shared") as excinfo:
             _C.rnn_forward(**args)
         assert_names(excinfo, out)
     # a partial overlap: the workspace starts inside x's buffer
@@ -802,7 +803,7 @@ def test_outputs_may_not_alias_inputs_or_each_other():
     buf = np.zeros(n_x + n_ws)
     args["x"] = buf[:n_x].reshape(args["x"].shape)
     args["workspace"] = buf[n_x - 1:n_x - 1 + n_ws]
-    with pytest.raises(ValueError, match="shares memory") as excinfo:
+    with pytest.raises(ValueError, match="memory shared") as excinfo:
         _C.rnn_forward(**args)
     assert_names(excinfo, "workspace")
 
@@ -815,7 +816,7 @@ def test_outputs_may_not_alias_inputs_or_each_other():
             args["scratch"] = buf[1:1 + args["scratch"].size]
         else:
             args[out] = args[src]
-        with pytest.raises(ValueError, match="shares memory") as excinfo:
+        with pytest.raises(ValueError, match="memory shared") as excinfo:
             _C.rnn_backward(**args)
         assert_names(excinfo, out)
     # an output over lengths' buffer
@@ -824,7 +825,7 @@ def test_outputs_may_not_alias_inputs_or_each_other():
     args["lengths"] = raw.view(np.int64)[:2]
     args["lengths"][:] = 3
     args["grad_h0"] = raw.reshape(args["grad_h0"].shape)
-    with pytest.raises(ValueError, match="shares memory") as excinfo:
+    with pytest.raises(ValueError, match="memory shared") as excinfo:
         _C.rnn_backward(**args)
     assert_names(excinfo, "grad_h0")
     assert_names(excinfo, "lengths")
@@ -855,7 +856,8 @@ def test_fake_cuda_arrays_are_refused():
 _junk = junk_arguments(1, booleans=True)
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.fuzz
+@FUZZ
 @given(args=st.lists(_junk, min_size=24, max_size=24), mode=st.sampled_from(MODES + ["bogus", None]))
 def test_never_crashes_on_junk(args, mode):
     for fn, n in [(_C.rnn_forward, 14), (_C.rnn_backward, 24)]:
@@ -865,7 +867,8 @@ def test_never_crashes_on_junk(args, mode):
             pass
 
 
-@settings(max_examples=200, deadline=None)
+@pytest.mark.fuzz
+@FUZZ
 @given(variant=variants, T=st.integers(0, 3), B=st.integers(0, 3), I=st.integers(0, 3), H=st.integers(3, 4),
        lengths=st.lists(st.integers(-1, 4), min_size=0, max_size=4), reverse=st.booleans(),
        drop=st.sets(st.sampled_from(["b_ih", "b_hh", "w_hr", "c0", "c_n", "grad_h_n", "grad_c_n", "grad_x"])))

@@ -100,8 +100,8 @@ Array parse_cuda_array(py::handle obj, const std::string& name, Kind kind) {
 #ifndef UNET_WITH_CUDA
   (void)obj;
   (void)kind;
-  value_error(name, "got a CUDA array, but unet._C was built without CUDA "
-                    "(reinstall with nvcc on the PATH, or UNET_CUDA=ON)");
+  value_error(name, "expected a CPU array, got a CUDA array, but unet._C was built without "
+                    "CUDA (reinstall with nvcc on the PATH, or UNET_CUDA=ON)");
 #else
   Array a{name, {}, std::nullopt};
   try {
@@ -257,12 +257,12 @@ void check_no_overlap(std::initializer_list<const Array*> outputs,
     if (!out) continue;
     for (const Array* in : inputs)
       if (in && overlap(*out, *in))
-        value_error(out->name, "shares memory with the input " + in->name +
-                                   "; outputs must not overlap inputs");
+        value_error(out->name, "expected memory of its own, got memory shared with the input " +
+                                   in->name + " (outputs must not overlap inputs)");
     for (const Array* other : outputs)
       if (other && other != out && overlap(*out, *other))
-        value_error(out->name, "shares memory with the output " + other->name +
-                                   "; outputs must not overlap each other");
+        value_error(out->name, "expected memory of its own, got memory shared with the output " +
+                                   other->name + " (outputs must not overlap each other)");
   }
 }
 
@@ -298,7 +298,8 @@ uintptr_t parse_stream(py::handle obj) {
   const long long v = PyLong_AsLongLong(obj.ptr());
   if (v == -1 && PyErr_Occurred()) {
     PyErr_Clear();
-    value_error("stream", "out of range for a stream handle");
+    value_error("stream", "expected a stream handle that fits 64 bits, got " +
+                              std::string(py::str(obj)));
   }
   if (v < 0) value_error("stream", "expected a non-negative stream handle, got " + std::to_string(v));
   return static_cast<uintptr_t>(v);

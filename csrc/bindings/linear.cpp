@@ -11,7 +11,7 @@ namespace {
 
 void require_preact(const std::optional<Array>& preact, Activation act) {
   if (!preact && act != Activation::None)
-    throw py::value_error(std::string("preact: required when activation is '") +
+    throw py::value_error(std::string("preact: expected an array when activation is '") +
                           activation_name(act) +
                           "' (the pre-activation is stored there for backward), got None");
 }

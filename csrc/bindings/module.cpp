@@ -72,6 +72,16 @@ py::dict info() {
   return d;
 }
 
+#ifdef UNET_SANITIZE_CANARY
+// Reads one element past a heap array: a sanitizer build must report it.
+int sanitizer_canary() {
+  volatile int* data = new int[4]();
+  const int past_the_end = data[4];
+  delete[] data;
+  return past_the_end;
+}
+#endif
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -79,6 +89,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("info", &info,
         "Build and machine facts: version, cuda_compiled, cuda_archs, cuda_devices, "
         "cpu_features, cpu_gemm_kernel (the GEMM micro-kernel in use), openmp_threads.");
+#ifdef UNET_SANITIZE_CANARY
+  m.def("_sanitizer_canary", &sanitizer_canary, "Test-only: an out-of-bounds read.");
+#endif
   unet::bindings::register_linear(m);
   unet::bindings::register_rnn(m);
 }

@@ -62,12 +62,12 @@ int64_t parse_size(py::handle obj, const char* name) {
 // a * b + c ... without int64 overflow (sizes come from arrays that may be empty and huge).
 int64_t checked_mul(int64_t a, int64_t b, const char* what) {
   int64_t r;
-  if (__builtin_mul_overflow(a, b, &r)) value_error(what, "the size overflows int64");
+  if (__builtin_mul_overflow(a, b, &r)) value_error(what, "expected sizes whose product fits int64, got an overflow");
   return r;
 }
 int64_t checked_add(int64_t a, int64_t b, const char* what) {
   int64_t r;
-  if (__builtin_add_overflow(a, b, &r)) value_error(what, "the size overflows int64");
+  if (__builtin_add_overflow(a, b, &r)) value_error(what, "expected sizes whose product fits int64, got an overflow");
   return r;
 }
 
