@@ -16,11 +16,17 @@ ROOT = Path(__file__).resolve().parents[1]
 KERNEL_TESTS = sorted(p.name for p in (ROOT / "tests").glob("test_*_kernel.py"))
 
 
-def _libasan() -> str:
-    path = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
-    if not os.path.isabs(path):
-        pytest.fail("gcc has no libasan.so (Debian: libgcc-12-dev); the sanitizer build needs it")
-    return path
+def _preload() -> str:
+    """libasan first; libstdc++ beside it, else ASan cannot find the real __cxa_throw when the
+    module (loaded later) throws the exceptions that carry argument errors to Python."""
+    paths = []
+    for compiler, library in (("gcc", "libasan.so"), ("g++", "libstdc++.so")):
+        path = subprocess.run([compiler, f"-print-file-name={library}"], capture_output=True,
+                              text=True).stdout.strip()
+        if not os.path.isabs(path):
+            pytest.fail(f"{compiler} has no {library}; the sanitizer build needs it")
+        paths.append(path)
+    return " ".join(paths)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +43,7 @@ def sanitized(tmp_path_factory):
                     ignore=shutil.ignore_patterns("_C*.so", "__pycache__"))
     for module in build.glob("_C*.so"):
         shutil.copy(module, site / "unet")
-    env = {**os.environ, "PYTHONPATH": str(site), "LD_PRELOAD": _libasan(),
+    env = {**os.environ, "PYTHONPATH": str(site), "LD_PRELOAD": _preload(),
            "ASAN_OPTIONS": "detect_leaks=0:halt_on_error=1",  # CPython's own allocations are not ours
            "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
     return env
@@ -48,10 +54,12 @@ def run(env, *args, timeout=1800):
                           cwd=ROOT / "tests")
 
 
-def test_the_canary_is_caught(sanitized):
-    done = run(sanitized, "-c", "import unet._C as c; c._sanitizer_canary()")
+@pytest.mark.parametrize("kind,report", [("heap", "AddressSanitizer: heap-buffer-overflow"),
+                                         ("overflow", "runtime error: signed integer overflow")])
+def test_the_canaries_are_caught(sanitized, kind, report):
+    done = run(sanitized, "-c", f"import unet._C as c; c._sanitizer_canary({kind!r}, 1)")
     assert done.returncode != 0
-    assert "AddressSanitizer: heap-buffer-overflow" in done.stderr, done.stderr[-2000:]
+    assert report in done.stderr, done.stderr[-2000:]
 
 
 def test_kernel_tests_and_fuzzing_run_clean(sanitized):

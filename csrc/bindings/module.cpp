@@ -1,6 +1,7 @@
 // The extension module unet._C: build information plus one register_* per kernel family.
 #include <pybind11/pybind11.h>
 
+#include <limits>
 #include <string>
 #include <utility>
 
@@ -73,9 +74,12 @@ py::dict info() {
 }
 
 #ifdef UNET_SANITIZE_CANARY
-// Reads one element past a heap array: a sanitizer build must report it.
-int sanitizer_canary() {
-  volatile int* data = new int[4]();
+// Deliberate faults that a sanitizer build must report: "heap" reads one element past a
+// heap array (AddressSanitizer), "overflow" overflows a signed int (UBSan).
+int sanitizer_canary(const std::string& kind, int value) {
+  if (kind == "overflow") return value + std::numeric_limits<int>::max();
+  int* data = new int[4]();
+  asm volatile("" : "+r"(data));  // hide the allocation's size from UBSan's object-size check
   const int past_the_end = data[4];
   delete[] data;
   return past_the_end;
@@ -90,7 +94,7 @@ PYBIND11_MODULE(_C, m) {
         "Build and machine facts: version, cuda_compiled, cuda_archs, cuda_devices, "
         "cpu_features, cpu_gemm_kernel (the GEMM micro-kernel in use), openmp_threads.");
 #ifdef UNET_SANITIZE_CANARY
-  m.def("_sanitizer_canary", &sanitizer_canary, "Test-only: an out-of-bounds read.");
+  m.def("_sanitizer_canary", &sanitizer_canary, "Test-only faults: kind 'heap' or 'overflow'.");
 #endif
   unet::bindings::register_linear(m);
   unet::bindings::register_rnn(m);
