@@ -80,5 +80,6 @@ PYBIND11_MODULE(_C, m) {
         "Build and machine facts: version, cuda_compiled, cuda_archs, cuda_devices, "
         "cpu_features, cpu_gemm_kernel (the GEMM micro-kernel in use), openmp_threads.");
   unet::bindings::register_linear(m);
+  unet::bindings::register_matmul(m);
   unet::bindings::register_rnn(m);
 }
