@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gemm.h"
+#include "matmul_bf16.h"
 #include "unet/half.h"
 #include "unet/matmul.h"
 
@@ -91,8 +92,14 @@ GemmOperand<float> operand_b(const float* b, int64_t ld, bool trans) {
   return trans ? GemmOperand<float>{b, ld, 1} : GemmOperand<float>{b, 1, ld};
 }
 
+bool use_bf16_kernel(const MatmulArgs& a) {
+  return a.ab_dtype == DType::BFloat16 && bf16_kernel_available();
+}
+
 // Whether A and B go through float32 copies (the portable path for 16-bit inputs).
-bool widens_inputs(const MatmulArgs& a) { return a.ab_dtype != DType::Float32; }
+bool widens_inputs(const MatmulArgs& a) {
+  return a.ab_dtype != DType::Float32 && !use_bf16_kernel(a);
+}
 
 // Sizes shared by every item, and the per-thread scratch.
 struct Plan {
@@ -122,6 +129,11 @@ void product_block(const MatmulArgs& a, int64_t p, int64_t i0, int64_t m, const 
   // The block's rows of op(A): rows of A, or columns of A^T.
   const void* a_block = at(a.a, t, p * a.stride_a + (a.trans_a ? i0 : i0 * a.lda));
   const void* b_item = at(a.b, t, p * a.stride_b);
+  if (use_bf16_kernel(a)) {
+    bf16_gemm(m, a.N, a.K, static_cast<const uint16_t*>(a_block), a.lda, a.trans_a,
+              static_cast<const uint16_t*>(b_item), a.ldb, a.trans_b, s.acc.get(), a.N);
+    return;
+  }
   GemmOperand<float> A{}, B{};
   if (t == DType::Float32) {
     A = operand_a(static_cast<const float*>(a_block), a.lda, a.trans_a);

@@ -1,0 +1,223 @@
+// bfloat16 GEMM on AVX-512 BF16, blocked like gemm.cpp (Goto's algorithm):
+//
+//   for each NC-wide column block          B block packed once, shared by the threads
+//     for each KC-deep slice of k          A block (MC rows) packed per thread
+//       for each MR x NR tile of C         micro-kernel: MR x 2 zmm accumulators
+//
+// Packing stores each operand as pairs of consecutive k (two bfloat16 in 32 bits), the unit
+// vdpbf16ps multiplies: acc[j] += a(i,k) b(k,j) + a(i,k+1) b(k+1,j) for 16 columns j at a
+// time, with the A pair broadcast. An odd K is padded with a zero. Every C element is summed
+// slice by slice, pair by pair, whatever the thread count.
+#include "matmul_bf16.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "gemm.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace unet::cpu {
+namespace {
+
+constexpr int64_t KC = 256;   // k per slice (128 pairs): the B micro-panel, 16 KiB, in L1
+constexpr int64_t NC = 4096;  // columns per shared B block (2 MiB per slice)
+constexpr int64_t MC = 192;   // rows per A block (96 KiB per slice, in L2)
+constexpr int MR = 12, NR = 32;  // 24 accumulators + 2 B vectors of the 32 zmm
+constexpr double kParallelMinWork = 1 << 18;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+int thread_id() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+// op(X)(r, k) = data[r * row_stride + k * k_stride], as in gemm.h.
+struct Operand {
+  const uint16_t* data;
+  int64_t row_stride, k_stride;
+};
+
+// Rows [r0, r0 + n) by k in [k0, k0 + kc) into panels of R rows, each panel pair-major:
+// dst[p * R + r] holds (k0 + 2p, k0 + 2p + 1) of row r, the first in the low half. Rows
+// past n and the pair past an odd kc are zero.
+void pack_pairs(const Operand& s, int64_t r0, int64_t n, int64_t k0, int64_t kc, int R,
+                uint32_t* dst) {
+  const int64_t pairs = ceil_div(kc, 2), full = kc / 2;
+  for (int64_t q = 0; q < n; q += R, dst += R * pairs) {
+    const int64_t rows = std::min<int64_t>(R, n - q);
+    if (rows < R || full < pairs) std::fill(dst, dst + R * pairs, 0u);
+    const uint16_t* base = s.data + (r0 + q) * s.row_stride + k0 * s.k_stride;
+    if (s.k_stride == 1) {  // rows run along k: a pair is one 32-bit load
+      for (int64_t r = 0; r < rows; ++r) {
+        const uint16_t* row = base + r * s.row_stride;
+        for (int64_t p = 0; p < full; ++p) dst[p * R + r] = row[2 * p] | uint32_t(row[2 * p + 1]) << 16;
+        if (full < pairs) dst[full * R + r] = row[2 * full];
+      }
+    } else {  // k runs across rows: interleave two of them
+      for (int64_t p = 0; p < pairs; ++p) {
+        const uint16_t* even = base + 2 * p * s.k_stride;
+        const uint16_t* odd = even + s.k_stride;
+        const bool has_odd = p < full;
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t off = r * s.row_stride;
+          dst[p * R + r] = even[off] | (has_odd ? uint32_t(odd[off]) << 16 : 0u);
+        }
+      }
+    }
+  }
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+// C[MR x NR] (row stride ldc) = the sum over `pairs` of a's broadcast pairs times b's pairs,
+// added to C's old values when `accumulate`.
+__attribute__((target("avx512f,avx512bf16"))) void microkernel(int64_t pairs, const uint32_t* a,
+                                                                const uint32_t* b, float* c,
+                                                                int64_t ldc, bool accumulate) {
+  __m512 acc[MR][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p, a += MR, b += NR) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b);
+    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + 16);
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) {
+      const __m512bh ai = (__m512bh)_mm512_set1_epi32(int(a[i]));
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
+    }
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) {
+    float* row = c + i * ldc;
+    if (accumulate) {
+      acc[i][0] = _mm512_add_ps(_mm512_loadu_ps(row), acc[i][0]);
+      acc[i][1] = _mm512_add_ps(_mm512_loadu_ps(row + 16), acc[i][1]);
+    }
+    _mm512_storeu_ps(row, acc[i][0]);
+    _mm512_storeu_ps(row + 16, acc[i][1]);
+  }
+}
+#endif
+
+bool detect() {
+  const char* env = std::getenv("UNET_CPU_ISA");
+  const std::string want = env ? env : "";
+  if (want == "avx2" || want == "generic") return false;
+#if defined(__x86_64__) || defined(__i386__)
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
+// One k slice for rows [i0, i0 + m) and the panels [q0, q1) of the column block at jc:
+// tiles of the packed A block times the packed B block, into C (added unless `first`).
+void multiply_panels(int64_t pairs, const uint32_t* a, int64_t m, const uint32_t* b_block,
+                     int64_t q0, int64_t q1, int64_t nc, float* C, int64_t ldc, int64_t i0,
+                     int64_t jc, bool first) {
+#if defined(__x86_64__) || defined(__i386__)
+  alignas(64) float edge[MR * NR];  // a whole tile where C's edge cuts one
+  for (int64_t q = q0; q < q1; ++q) {
+    const int64_t j0 = q * NR, n = std::min<int64_t>(NR, nc - j0);
+    for (int64_t ir = 0; ir < m; ir += MR) {
+      const int64_t mr = std::min<int64_t>(MR, m - ir);
+      float* c = C + (i0 + ir) * ldc + jc + j0;
+      if (mr == MR && n == NR) {
+        microkernel(pairs, a + ir * pairs, b_block + j0 * pairs, c, ldc, !first);
+        continue;
+      }
+      microkernel(pairs, a + ir * pairs, b_block + j0 * pairs, edge, NR, false);
+      for (int64_t r = 0; r < mr; ++r)
+        for (int64_t j = 0; j < n; ++j)
+          c[r * ldc + j] = first ? edge[r * NR + j] : c[r * ldc + j] + edge[r * NR + j];
+    }
+  }
+#else
+  (void)pairs, (void)a, (void)m, (void)b_block, (void)q0, (void)q1, (void)nc, (void)C, (void)ldc,
+      (void)i0, (void)jc, (void)first;
+#endif
+}
+
+}  // namespace
+
+bool bf16_kernel_available() {
+  static const bool available = detect();
+  return available;
+}
+
+const char* bf16_kernel_isa() { return bf16_kernel_available() ? "avx512bf16" : "generic"; }
+
+void bf16_gemm(int64_t M, int64_t N, int64_t K, const uint16_t* a, int64_t lda, bool trans_a,
+               const uint16_t* b, int64_t ldb, bool trans_b, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K == 0) {
+    for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
+    return;
+  }
+  // gemm.h's addressing: A(i,k) and B(j,k).
+  const Operand A = trans_a ? Operand{a, 1, lda} : Operand{a, lda, 1};
+  const Operand B = trans_b ? Operand{b, ldb, 1} : Operand{b, 1, ldb};
+
+  const double flops = double(M) * double(N) * double(K);
+  const int nt = flops < kParallelMinWork ? 1 : max_threads();
+  // Threads share out row blocks, each block's columns cut in n_splits parts when there
+  // are fewer blocks than threads.
+  const int64_t n_iblocks = ceil_div(M, MC);
+  const int64_t n_splits = n_iblocks < nt ? ceil_div(nt, n_iblocks) : 1;
+  const int64_t kp_max = ceil_div(std::min(K, KC), 2);
+
+  // Allocate before the parallel region: nothing may throw inside it.
+  auto b_pack = aligned_array<uint32_t>(ceil_div(std::min(N, NC), NR) * NR * kp_max);
+  auto a_pack = aligned_array<uint32_t>(nt * ceil_div(MC, MR) * MR * kp_max);
+
+#pragma omp parallel num_threads(nt)
+  {
+    uint32_t* a_mine = a_pack.get() + thread_id() * ceil_div(MC, MR) * MR * kp_max;
+    for (int64_t jc = 0; jc < N; jc += NC) {
+      const int64_t nc = std::min(NC, N - jc), n_panels = ceil_div(nc, NR);
+      for (int64_t pc = 0; pc < K; pc += KC) {
+        const int64_t kc = std::min(KC, K - pc), pairs = ceil_div(kc, 2);
+#pragma omp for schedule(static)
+        for (int64_t q = 0; q < n_panels; ++q)
+          pack_pairs(B, jc + q * NR, std::min<int64_t>(NR, nc - q * NR), pc, kc, NR,
+                     b_pack.get() + q * NR * pairs);
+        // (implicit barrier: the B block is complete)
+        int64_t packed_block = -1;
+#pragma omp for schedule(static)
+        for (int64_t item = 0; item < n_iblocks * n_splits; ++item) {
+          const int64_t ib = item / n_splits, split = item % n_splits;
+          const int64_t i0 = ib * MC, m = std::min(MC, M - i0);
+          if (ib != packed_block) {
+            pack_pairs(A, i0, m, pc, kc, MR, a_mine);
+            packed_block = ib;
+          }
+          const int64_t q0 = n_panels * split / n_splits, q1 = n_panels * (split + 1) / n_splits;
+          multiply_panels(pairs, a_mine, m, b_pack.get(), q0, q1, nc, C, ldc, i0, jc, pc == 0);
+        }
+        // (implicit barrier: nobody still reads the B block the next slice overwrites)
+      }
+    }
+  }
+}
+
+}  // namespace unet::cpu
