@@ -46,7 +46,7 @@ from .. import backend, checkpoint, optim
 from ..amp import GradScaler
 from ..autograd import no_grad
 from ..tensor import Tensor
-from .training import _eval_mode, amp_dtype, autocast_for, make_scaler
+from .training import _eval_mode, amp_dtype, autocast_for, backward_scaled, make_scaler
 
 FORMAT = "unet.trainer"
 VERSION = 1
@@ -195,7 +195,7 @@ class Trainer:
         self.optimizer.zero_grad()
         with autocast_for(self.amp):
             loss = self.model.loss(batch)
-        self.scaler.scale(loss).backward()
+        backward_scaled(self.scaler, loss)
         if self.clip:
             self.scaler.unscale_(self.optimizer)
             optim.clip_grad_norm_(self._params, self.clip)

@@ -53,7 +53,7 @@ def fit(model, X, Y, *, epochs, batch_size, lr, optimizer, shuffle, validation_d
                 model.zero_grad()
                 with autocast_for(amp):
                     loss = model.loss(model.forward(X[index]), Y[index])
-                scaler.scale(loss).backward()
+                backward_scaled(scaler, loss)
                 scaler.step(model.optimizer)
                 scaler.update()
                 total += float(loss.item()) * len(index)
@@ -131,6 +131,14 @@ def make_scaler(amp, scaler=None) -> GradScaler:
     if amp != "float16":
         return GradScaler(enabled=False)
     return scaler if scaler is not None else GradScaler()
+
+
+def backward_scaled(scaler: GradScaler, loss) -> None:
+    """``scaler.scale(loss).backward()``; with loss scaling on, float16 overflows in the backward pass
+    are expected (the scaler skips that step), so numpy is not asked to warn of them."""
+    quiet = np.errstate(over="ignore", invalid="ignore") if scaler.is_enabled() else contextlib.nullcontext()
+    with quiet:
+        scaler.scale(loss).backward()
 
 
 def optimizer_state(optimizer) -> dict | None:
