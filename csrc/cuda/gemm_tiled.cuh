@@ -10,8 +10,10 @@
 // The epilogue is a functor called once per output element by the thread that summed it,
 // so it may read and then overwrite the same element (C += AB in place).
 //
-// Batched (launch_batched): matrix z of a batch starts `stride` elements after matrix z-1
-// (0: all share one), and the epilogue is called as epi(z, i, j, acc).
+// Batched (launch_batched): matrix p of a batch starts `stride` elements after matrix p-1
+// (0: all share one). K may be split into `splits` ranges of k_per_split (a multiple of
+// kBK), each summed by its own blocks; the epilogue is then called as epi(z, i, j, acc)
+// with z = p * splits + split, and whoever it stores for adds the ranges up.
 //
 // The tiling is the one of cuda/linear.cu (64-wide column tiles of 16-deep k slices, a
 // 256-thread block, each thread a register tile at stride 16, padded shared tiles), with
@@ -62,7 +64,8 @@ constexpr int kThreadsY = kThreads / kThreadsX;  // 16 row groups
 
 template <typename T, int BM, bool A_T, bool B_T, class OpA, class OpB, class Epilogue>
 __global__ void __launch_bounds__(kThreads)
-    gemm_tiled_kernel(int64_t M, int64_t N, int64_t K, OpA A_, OpB B_, Epilogue epi, int64_t z0) {
+    gemm_tiled_kernel(int64_t M, int64_t N, int64_t K, OpA A_, OpB B_, Epilogue epi, int64_t z0, int splits,
+                      int64_t k_per_split) {
   constexpr int TM = BM / kThreadsY;
   static_assert(BM % kThreadsY == 0 && BM * kBK % kThreads == 0, "row tile must divide evenly");
   static_assert(kBK * kBN % kThreads == 0, "column tile must divide evenly");
@@ -73,8 +76,10 @@ __global__ void __launch_bounds__(kThreads)
   const int tx = tid % kThreadsX, ty = tid / kThreadsX;
   const int64_t i0 = int64_t(blockIdx.x) * BM, j0 = int64_t(blockIdx.y) * kBN;
   const int64_t z = z0 + blockIdx.z;
-  const OpA A = A_.batch(z);
-  const OpB B = B_.batch(z);
+  const OpA A = A_.batch(z / splits);
+  const OpB B = B_.batch(z / splits);
+  const int64_t k_begin = (z % splits) * k_per_split;
+  const int64_t k_end = k_begin + k_per_split < K ? k_begin + k_per_split : K;
 
   T acc[TM][kTN];
 #pragma unroll
@@ -82,7 +87,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int c = 0; c < kTN; ++c) acc[r][c] = T(0);
 
-  for (int64_t k0 = 0; k0 < K; k0 += kBK) {
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += kBK) {
     // Consecutive threads load consecutive stored addresses (coalesced) whichever way the
     // operand is stored; out-of-range elements are zeros.
 #pragma unroll
@@ -90,14 +95,14 @@ __global__ void __launch_bounds__(kThreads)
       const int e = tid + l * kThreads;
       const int r = A_T ? e % BM : e / kBK, k = A_T ? e / BM : e % kBK;
       const int64_t gi = i0 + r, gk = k0 + k;
-      As[k][r] = (gi < M && gk < K) ? (A_T ? A.load(gk, gi) : A.load(gi, gk)) : T(0);
+      As[k][r] = (gi < M && gk < k_end) ? (A_T ? A.load(gk, gi) : A.load(gi, gk)) : T(0);
     }
 #pragma unroll
     for (int l = 0; l < kBK * kBN / kThreads; ++l) {
       const int e = tid + l * kThreads;
       const int c = B_T ? e / kBK : e % kBN, k = B_T ? e % kBK : e / kBN;
       const int64_t gj = j0 + c, gk = k0 + k;
-      Bs[k][c] = (gj < N && gk < K) ? (B_T ? B.load(gj, gk) : B.load(gk, gj)) : T(0);
+      Bs[k][c] = (gj < N && gk < k_end) ? (B_T ? B.load(gj, gk) : B.load(gk, gj)) : T(0);
     }
     __syncthreads();
 #pragma unroll
@@ -140,34 +145,43 @@ inline void check(cudaError_t err, const char* what) {
 
 template <typename T, int BM, bool A_T, bool B_T, class OpA, class OpB, class Epilogue>
 void launch_bm(int64_t M, int64_t N, int64_t K, int64_t batch, const OpA& A, const OpB& B,
-               const Epilogue& epi, cudaStream_t stream, const char* what) {
+               const Epilogue& epi, cudaStream_t stream, const char* what, int splits, int64_t k_per_split) {
   const dim3 grid(static_cast<unsigned>(ceil_div(M, BM)), static_cast<unsigned>(ceil_div(N, kBN)));
   // grid.z is at most 65535: larger batches go in several launches.
-  for (int64_t z0 = 0; z0 < batch; z0 += 65535) {
-    const unsigned nz = static_cast<unsigned>(std::min<int64_t>(batch - z0, 65535));
+  const int64_t zs = batch * splits;
+  for (int64_t z0 = 0; z0 < zs; z0 += 65535) {
+    const unsigned nz = static_cast<unsigned>(std::min<int64_t>(zs - z0, 65535));
     gemm_tiled_kernel<T, BM, A_T, B_T><<<dim3(grid.x, grid.y, nz), kThreads, 0, stream>>>(
-        M, N, K, A, B, epi, z0);
+        M, N, K, A, B, epi, z0, splits, k_per_split);
     check(cudaGetLastError(), what);
   }
 }
 
+// The row tile for M rows: 16 or 32 rows for the small batch-sized products, 64 otherwise.
+inline int row_tile(int64_t M) { return M <= 16 ? 16 : (M <= 32 ? 32 : 64); }
+
 // `batch` products (see the top of this file), any M, N, K (K = 0 too: every element gets
-// epilogue(i, j, 0)). The row tile follows M: 16 or 32 rows for the small batch-sized
-// products, 64 otherwise.
+// epilogue(i, j, 0)), the row tile from row_tile(M). splits > 1 splits K (see the top).
 template <typename T, bool A_T, bool B_T, class OpA, class OpB, class Epilogue>
 void launch_batched(int64_t M, int64_t N, int64_t K, int64_t batch, const OpA& A, const OpB& B,
-                    const Epilogue& epi, cudaStream_t stream, const char* what) {
+                    const Epilogue& epi, cudaStream_t stream, const char* what, int splits = 1,
+                    int64_t k_per_split = 0) {
   if (M <= 0 || N <= 0 || batch <= 0) return;
+  if (splits <= 1) {
+    splits = 1;
+    k_per_split = K;
+  }
   // Row tiles go on grid.x (up to 2^31 - 1), column tiles on grid.y (up to 65535).
   if (ceil_div(N, kBN) > 65535 || ceil_div(M, 16) > 2147483647LL)
     throw std::invalid_argument(std::string(what) + ": matrix too large (" + std::to_string(M) +
                                 " x " + std::to_string(N) + ")");
-  if (M <= 16)
-    launch_bm<T, 16, A_T, B_T>(M, N, K, batch, A, B, epi, stream, what);
-  else if (M <= 32)
-    launch_bm<T, 32, A_T, B_T>(M, N, K, batch, A, B, epi, stream, what);
+  const int bm = row_tile(M);
+  if (bm == 16)
+    launch_bm<T, 16, A_T, B_T>(M, N, K, batch, A, B, epi, stream, what, splits, k_per_split);
+  else if (bm == 32)
+    launch_bm<T, 32, A_T, B_T>(M, N, K, batch, A, B, epi, stream, what, splits, k_per_split);
   else
-    launch_bm<T, 64, A_T, B_T>(M, N, K, batch, A, B, epi, stream, what);
+    launch_bm<T, 64, A_T, B_T>(M, N, K, batch, A, B, epi, stream, what, splits, k_per_split);
 }
 
 // One product.

@@ -13,12 +13,14 @@
 // try; a shape the forced path cannot take goes down the list (sm90 -> sm80 -> simt), a
 // device without the forced path's instructions is an error.
 //
-// Tile plan (tensor-core paths): the large tile (128 x 128), unless it leaves the grid
-// under one wave of blocks (or M fits the small tile's rows), then the small one; if the
-// grid is still under one wave, K is split into up to 16 ranges of at least 256 elements,
-// each block writes fp32 partial sums, and a second kernel adds them in split order and
-// applies the epilogue: deterministic, no atomics. Such grids have fewer than one wave of
-// 128 x 128 tiles, so the partial sums take at most 16 * #SMs * 128 * 128 * 4 bytes.
+// Tile plan: a tensor-core path takes its large tile (128 x 128), unless that leaves the
+// grid under one wave of blocks or M or N fits its small tile, then the small one (sm80
+// 64 x 64, sm90 64 x 128); the SIMT path's row tile follows M (16, 32, 64 rows by 64
+// columns). If the grid is still under one wave, K is split into up to 16 ranges of at
+// least 256 elements: each block writes fp32 partial sums, and a second kernel adds them
+// in split order and applies the epilogue: deterministic, no atomics. Such grids have
+// fewer than one wave of blocks, so the partial sums take at most 16 * #SMs * 128 * 128
+// * 4 bytes (about 140 MB on 132 SMs).
 // The bias gradient is its own small kernel, summing in a fixed order too.
 #include <algorithm>
 #include <cstdlib>
@@ -57,19 +59,32 @@ DeviceInfo device_info(int device) {
   return d;
 }
 
-Plan choose_plan(const MatmulArgs& a, const TileShape (&tiles)[2], int sms) {
-  auto blocks = [&](const TileShape& t) { return ceil_div(a.M, t.bm) * ceil_div(a.N, t.bn) * a.batch; };
-  Plan plan;
-  if (a.M <= tiles[1].bm || a.N <= tiles[1].bn || blocks(tiles[0]) < sms) plan.tile = 1;
-  const TileShape& t = tiles[plan.tile];
-  const int64_t k_tiles = ceil_div(a.K, t.bk), min_k_tiles = 256 / t.bk;
-  const int64_t b = blocks(t);
+int64_t grid_blocks(const MatmulArgs& a, const TileShape& t) {
+  return ceil_div(a.M, t.bm) * ceil_div(a.N, t.bn) * a.batch;
+}
+
+// Sets plan's K split for tile t: under one wave of blocks, up to 16 ranges of at least
+// 256 elements, so that about one wave runs.
+Plan split_k(const MatmulArgs& a, const TileShape& t, int sms, Plan plan) {
+  const int64_t k_tiles = ceil_div(a.K, t.bk), min_k_tiles = 256 / t.bk, blocks = grid_blocks(a, t);
   int64_t splits = 1;
-  if (b < sms) splits = std::min<int64_t>({sms / b, k_tiles / min_k_tiles, 16});
-  splits = std::max<int64_t>(splits, 1);
+  if (blocks < sms) splits = std::max<int64_t>(std::min<int64_t>({sms / blocks, k_tiles / min_k_tiles, 16}), 1);
   plan.k_per_split = ceil_div(k_tiles, splits) * t.bk;
   plan.splits = static_cast<int>(a.K > 0 ? ceil_div(a.K, plan.k_per_split) : 1);  // no empty split
   return plan;
+}
+
+// A tensor-core path's plan: its large tile, or its small one where M or N fits the
+// small one or the large leaves the grid under one wave; then the K split.
+Plan choose_plan(const MatmulArgs& a, const TileShape (&tiles)[2], int sms) {
+  Plan plan;
+  if (a.M <= tiles[1].bm || a.N <= tiles[1].bn || grid_blocks(a, tiles[0]) < sms) plan.tile = 1;
+  return split_k(a, tiles[plan.tile], sms, plan);
+}
+
+// The SIMT path's plan: gemm_tiled.cuh picks the row tile, then the K split.
+Plan simt_plan(const MatmulArgs& a, int sms) {
+  return split_k(a, TileShape{gemm::row_tile(a.M), gemm::kBN, gemm::kBK}, sms, Plan{});
 }
 
 // ---- split-K reduction ----
@@ -157,37 +172,46 @@ void bias_grad(const MatmulArgs& a, cudaStream_t stream) {
 
 // ---- the SIMT path ----
 
+// gemm_tiled's epilogue index z = p * splits + split, to the sink.
+struct SimtSink {
+  Sink sink;
+  int splits;
+  __device__ __forceinline__ void operator()(int64_t z, int64_t i, int64_t j, float acc) const {
+    sink(z % splits, z / splits, i, j, acc);
+  }
+};
+
 template <typename S, bool A_T, bool B_T>
-void simt_layout(const MatmulArgs& a, const Epilogue& epi, cudaStream_t stream) {
+void simt_layout(const MatmulArgs& a, const Plan& plan, const Sink& sink, cudaStream_t stream) {
   const gemm::Operand<float, S> A{static_cast<const S*>(a.a), a.lda, nullptr, 0, a.stride_a};
   const gemm::Operand<float, S> B{static_cast<const S*>(a.b), a.ldb, nullptr, 0, a.stride_b};
-  gemm::launch_batched<float, A_T, B_T>(a.M, a.N, a.K, a.batch, A, B, epi, stream,
-                                        "matmul (CUDA): simt kernel launch");
+  gemm::launch_batched<float, A_T, B_T>(a.M, a.N, a.K, a.batch, A, B, SimtSink{sink, plan.splits}, stream,
+                                        "matmul (CUDA): simt kernel launch", plan.splits, plan.k_per_split);
 }
 
 template <typename S>
-void simt_typed(const MatmulArgs& a, const Epilogue& epi, cudaStream_t stream) {
-  if (!a.trans_a && !a.trans_b) simt_layout<S, false, false>(a, epi, stream);
-  if (!a.trans_a && a.trans_b) simt_layout<S, false, true>(a, epi, stream);
-  if (a.trans_a && !a.trans_b) simt_layout<S, true, false>(a, epi, stream);
-  if (a.trans_a && a.trans_b) simt_layout<S, true, true>(a, epi, stream);
+void simt_typed(const MatmulArgs& a, const Plan& plan, const Sink& sink, cudaStream_t stream) {
+  if (!a.trans_a && !a.trans_b) simt_layout<S, false, false>(a, plan, sink, stream);
+  if (!a.trans_a && a.trans_b) simt_layout<S, false, true>(a, plan, sink, stream);
+  if (a.trans_a && !a.trans_b) simt_layout<S, true, false>(a, plan, sink, stream);
+  if (a.trans_a && a.trans_b) simt_layout<S, true, true>(a, plan, sink, stream);
 }
 
-void launch_simt(const MatmulArgs& a, const Epilogue& epi, cudaStream_t stream) {
+void launch_simt(const MatmulArgs& a, const Plan& plan, const Sink& sink, cudaStream_t stream) {
   if (a.ab_dtype == DType::Float16)
-    simt_typed<__half>(a, epi, stream);
+    simt_typed<__half>(a, plan, sink, stream);
   else if (a.ab_dtype == DType::BFloat16)
-    simt_typed<__nv_bfloat16>(a, epi, stream);
+    simt_typed<__nv_bfloat16>(a, plan, sink, stream);
   else
-    simt_typed<float>(a, epi, stream);
+    simt_typed<float>(a, plan, sink, stream);
 }
 
 // ---- dispatch ----
 
-// Runs a tensor-core path with its plan (and the split-K reduction when the plan splits).
-// False, launching nothing, where the sm90 path turns the problem down.
+// Runs a path with its plan (and the split-K reduction when the plan splits). False,
+// launching nothing, where the sm90 path turns the problem down.
 template <class Launch>
-bool run_tensor_core(const MatmulArgs& a, const Plan& plan, Launch&& launch, cudaStream_t stream) {
+bool run_planned(const MatmulArgs& a, const Plan& plan, Launch&& launch, cudaStream_t stream) {
   const Epilogue epi(a);
   if (plan.splits == 1) return launch(Sink{epi, nullptr, a.M, a.N, a.batch});
   const int64_t total = a.batch * a.M * a.N;
@@ -213,7 +237,7 @@ void product(const MatmulArgs& a, int device, cudaStream_t stream) {
   if ((forced == Path::Auto || forced == Path::Sm90) && dev.major == 9 && sm90_takes(a)) {
     const Plan plan = choose_plan(a, kSm90Tiles, dev.sms);
     auto launch = [&](const Sink& s) { return launch_sm90(a, plan, s, stream); };
-    if (run_tensor_core(a, plan, launch, stream)) return;
+    if (run_planned(a, plan, launch, stream)) return;
     if (forced == Path::Sm90)
       throw std::runtime_error("matmul (CUDA): UNET_MATMUL_PATH=sm90, but this build has no sm_90a code "
                                "(build with UNET_CUDA_ARCHS including 90a) or the driver refused the tensor maps");
@@ -224,10 +248,15 @@ void product(const MatmulArgs& a, int device, cudaStream_t stream) {
       launch_sm80(a, plan, s, stream);
       return true;
     };
-    run_tensor_core(a, plan, launch, stream);
+    run_planned(a, plan, launch, stream);
     return;
   }
-  launch_simt(a, Epilogue(a), stream);
+  const Plan plan = simt_plan(a, dev.sms);
+  auto launch = [&](const Sink& s) {
+    launch_simt(a, plan, s, stream);
+    return true;
+  };
+  run_planned(a, plan, launch, stream);
 }
 
 // Makes `device` current for the launches and restores the caller's device afterwards.
