@@ -299,6 +299,15 @@ def test_batch_items_laid_out_with_gaps():
     assert np.isnan(buf[1::2]).all()
 
 
+def test_batch_items_side_by_side():
+    """c [batch, M, N] as a view of an [M, batch, N] array: items interleaved by rows."""
+    rng = np.random.default_rng(16)
+    a, b = randn(rng, (3, 6, 8), BF16), randn(rng, (8, 5), BF16)
+    buf = np.full((6, 3, 5), np.nan, np.float32)
+    run(a, b, buf.transpose(1, 0, 2))
+    np.testing.assert_allclose(buf.transpose(1, 0, 2), f64(a) @ f64(b), rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------- determinism --------
 
 _DIGEST_SCRIPT = """

@@ -66,11 +66,16 @@ Matrix check_matrix(const Array& x, int64_t batch, Dim rows, Dim cols, const std
   m.ld = std::max<int64_t>(m.ld, 1);
   if (nd == 3 && batch > 1) {
     m.batch_stride = x.t.strides[0] / size;
+    // An output's items must not overlap: one after the other, or their rows side by side
+    // (an [M, batch, N] array seen as [batch, M, N]).
     const int64_t extent = R * C == 0 ? 0 : (R - 1) * m.ld + C;
-    if (role == Role::Output && m.batch_stride < extent)
-      value_error(x.name, "expected batch items that do not overlap (an output; batch stride of "
-                          "at least " + std::to_string(extent) + " elements), got " +
-                              std::to_string(m.batch_stride));
+    const bool stacked = m.batch_stride >= extent;
+    const bool side_by_side = m.batch_stride >= C && (batch - 1) * m.batch_stride + C <= m.ld;
+    if (role == Role::Output && !stacked && !side_by_side)
+      value_error(x.name, "expected batch items that do not overlap (an output), got batch stride " +
+                              std::to_string(m.batch_stride) + " and row stride " +
+                              std::to_string(m.ld) + " (elements) for " + std::to_string(R) +
+                              " x " + std::to_string(C) + " items");
   }
   return m;
 }
