@@ -109,6 +109,16 @@ def cuda_candidates(M, N, K, trans_a, trans_b, dtype, rng):
     return fns, cp
 
 
+def cupy_has_bfloat16():
+    import cupy as cp
+
+    try:
+        cp.zeros(1, ml_dtypes.bfloat16)
+        return True
+    except (TypeError, ValueError, NotImplementedError):
+        return False
+
+
 def run(device, dtypes, repeats, warmup, shapes):
     rng = np.random.default_rng(0)
     results = []
@@ -150,6 +160,9 @@ def main(argv=None):
     args = parse_args(parser, argv)
     dtypes = [DTYPES[args.dtype]] if args.dtype else [DTYPES["float32"], DTYPES["bfloat16"]]
     full = args.full or args.device == "cuda"
+    if args.device == "cuda" and DTYPES["bfloat16"] in dtypes and not cupy_has_bfloat16():
+        print("skipping bfloat16: this CuPy has no ml_dtypes.bfloat16 arrays (CuPy >= 14 has)")
+        dtypes.remove(DTYPES["bfloat16"])
 
     results = run(args.device, dtypes, args.repeats, args.warmup, deepbench_shapes(full))
     print("ratio = unet time / peer time (below 1: unet faster); numpy's entry for 16-bit rows is its float32 GEMM")
