@@ -552,3 +552,41 @@ def test_fused_optimizers_get_step_scaled_and_leave_the_gradients_scaled():
         scaler.step(opt)
         scaler.update()
     assert scaler.get_scale() == 16.0
+
+
+# ================================================================= GPU: the CUDA path against the CPU one
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["bf16", "fp16"])
+def test_autocast_on_the_gpu_matches_the_cpu(name):
+    eps = EPS[name]
+    r = rng(8)
+    arrays = {"x": r.standard_normal((3, 5, 32)), "w": r.standard_normal((9, 32)) * 0.3,
+              "b": r.standard_normal(9), "m": r.standard_normal((3, 9, 4))}
+    g = r.standard_normal((3, 5, 4)).astype(np.float32)
+    results = {}
+    for device in ("cpu", "cuda"):
+        t = {k: unet.tensor(v, dtype="float32", device=device, requires_grad=True) for k, v in arrays.items()}
+        with amp.autocast(name):
+            out = F.linear(t["x"], t["w"], t["b"], "gelu") @ t["m"]
+            loss = (out * unet.tensor(g, device=device)).sum()
+        loss.backward()
+        results[device] = [out.cpu().numpy()] + [t[k].grad.cpu().numpy() for k in arrays]
+    for cpu, gpu in zip(results["cpu"], results["cuda"]):
+        assert_close(gpu, cpu, eps, "cuda vs cpu")
+
+
+@pytest.mark.gpu
+def test_grad_scaler_on_gpu_gradients():
+    p = unet.tensor([1.0, 2.0], device="cuda", requires_grad=True)
+    opt = optim.SGD([p], lr=1.0)
+    scaler = amp.GradScaler(init_scale=4.0)
+    p.grad = unet.tensor([4.0, np.inf], device="cuda")
+    scaler.step(opt)
+    scaler.update()
+    np.testing.assert_array_equal(p.cpu().numpy(), [1.0, 2.0])
+    assert scaler.get_scale() == 2.0
+    p.grad = unet.tensor([2.0, 4.0], device="cuda")
+    scaler.step(opt)
+    scaler.update()
+    np.testing.assert_array_equal(p.cpu().numpy(), [0.0, 0.0])

@@ -10,8 +10,8 @@
 16-bit products have one meaning everywhere: inputs rounded to float16/bfloat16, products
 accumulated in float32, output in the asked dtype (see ``autocast``'s module docstring).
 """
-from .autocast import (autocast, cast_for_fp32, cast_for_matmul, dtypes_mix, get_autocast_dtype, is_autocast_enabled,
-                       resolve_half_dtype)
+from .autocast import (autocast, cast_for_fp32, cast_for_matmul, dtypes_mix, get_autocast_dtype,
+                       is_autocast_enabled, resolve_half_dtype)
 from .grad_scaler import GradScaler
 
 __all__ = ["autocast", "GradScaler", "get_autocast_dtype", "is_autocast_enabled", "cast_for_matmul",
