@@ -30,7 +30,9 @@ namespace {
 constexpr int64_t KC = 256;   // k per slice (128 pairs): the B micro-panel, 16 KiB, in L1
 constexpr int64_t NC = 4096;  // columns per shared B block (2 MiB per slice)
 constexpr int64_t MC = 192;   // rows per A block (96 KiB per slice, in L2)
-constexpr int MR = 12, NR = 32;  // 24 accumulators + 2 B vectors of the 32 zmm
+// Tiles of MR x NR: 24 accumulators + 2 B vectors of the 32 zmm; 8-row tiles for a C of
+// few rows that they pad less (M = 16: no padding instead of 8 rows).
+constexpr int MR = 12, SHORT_MR = 8, NR = 32;
 constexpr double kParallelMinWork = 1 << 18;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -88,26 +90,27 @@ void pack_pairs(const Operand& s, int64_t r0, int64_t n, int64_t k0, int64_t kc,
 }
 
 #if defined(__x86_64__) || defined(__i386__)
-// C[MR x NR] (row stride ldc) = the sum over `pairs` of a's broadcast pairs times b's pairs,
+// C[R x NR] (row stride ldc) = the sum over `pairs` of a's broadcast pairs times b's pairs,
 // added to C's old values when `accumulate`.
+template <int R>
 __attribute__((target("avx512f,avx512bf16"))) void microkernel(int64_t pairs, const uint32_t* a,
                                                                 const uint32_t* b, float* c,
                                                                 int64_t ldc, bool accumulate) {
-  __m512 acc[MR][2];
+  __m512 acc[R][2];
 #pragma GCC unroll 12
-  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < pairs; ++p, a += MR, b += NR) {
+  for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p, a += R, b += NR) {
     const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b);
     const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + 16);
 #pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) {
+    for (int i = 0; i < R; ++i) {
       const __m512bh ai = (__m512bh)_mm512_set1_epi32(int(a[i]));
       acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
       acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
     }
   }
 #pragma GCC unroll 12
-  for (int i = 0; i < MR; ++i) {
+  for (int i = 0; i < R; ++i) {
     float* row = c + i * ldc;
     if (accumulate) {
       acc[i][0] = _mm512_add_ps(_mm512_loadu_ps(row), acc[i][0]);
@@ -131,22 +134,24 @@ bool detect() {
 }
 
 // One k slice for rows [i0, i0 + m) and the panels [q0, q1) of the column block at jc:
-// tiles of the packed A block times the packed B block, into C (added unless `first`).
+// tiles of the packed A block (panels of R rows) times the packed B block, into C (added
+// unless `first`).
+template <int R>
 void multiply_panels(int64_t pairs, const uint32_t* a, int64_t m, const uint32_t* b_block,
                      int64_t q0, int64_t q1, int64_t nc, float* C, int64_t ldc, int64_t i0,
                      int64_t jc, bool first) {
 #if defined(__x86_64__) || defined(__i386__)
-  alignas(64) float edge[MR * NR];  // a whole tile where C's edge cuts one
+  alignas(64) float edge[R * NR];  // a whole tile where C's edge cuts one
   for (int64_t q = q0; q < q1; ++q) {
     const int64_t j0 = q * NR, n = std::min<int64_t>(NR, nc - j0);
-    for (int64_t ir = 0; ir < m; ir += MR) {
-      const int64_t mr = std::min<int64_t>(MR, m - ir);
+    for (int64_t ir = 0; ir < m; ir += R) {
+      const int64_t mr = std::min<int64_t>(R, m - ir);
       float* c = C + (i0 + ir) * ldc + jc + j0;
-      if (mr == MR && n == NR) {
-        microkernel(pairs, a + ir * pairs, b_block + j0 * pairs, c, ldc, !first);
+      if (mr == R && n == NR) {
+        microkernel<R>(pairs, a + ir * pairs, b_block + j0 * pairs, c, ldc, !first);
         continue;
       }
-      microkernel(pairs, a + ir * pairs, b_block + j0 * pairs, edge, NR, false);
+      microkernel<R>(pairs, a + ir * pairs, b_block + j0 * pairs, edge, NR, false);
       for (int64_t r = 0; r < mr; ++r)
         for (int64_t j = 0; j < n; ++j)
           c[r * ldc + j] = first ? edge[r * NR + j] : c[r * ldc + j] + edge[r * NR + j];
@@ -185,6 +190,8 @@ void bf16_gemm(int64_t M, int64_t N, int64_t K, const uint16_t* a, int64_t lda, 
   const int64_t n_iblocks = ceil_div(M, MC);
   const int64_t n_splits = n_iblocks < nt ? ceil_div(nt, n_iblocks) : 1;
   const int64_t kp_max = ceil_div(std::min(K, KC), 2);
+  const bool short_tiles = M <= MC && ceil_div(M, SHORT_MR) * SHORT_MR < ceil_div(M, MR) * MR;
+  const int R = short_tiles ? SHORT_MR : MR;
 
   // Allocate before the parallel region: nothing may throw inside it.
   auto b_pack = aligned_array<uint32_t>(ceil_div(std::min(N, NC), NR) * NR * kp_max);
@@ -208,11 +215,14 @@ void bf16_gemm(int64_t M, int64_t N, int64_t K, const uint16_t* a, int64_t lda, 
           const int64_t ib = item / n_splits, split = item % n_splits;
           const int64_t i0 = ib * MC, m = std::min(MC, M - i0);
           if (ib != packed_block) {
-            pack_pairs(A, i0, m, pc, kc, MR, a_mine);
+            pack_pairs(A, i0, m, pc, kc, R, a_mine);
             packed_block = ib;
           }
           const int64_t q0 = n_panels * split / n_splits, q1 = n_panels * (split + 1) / n_splits;
-          multiply_panels(pairs, a_mine, m, b_pack.get(), q0, q1, nc, C, ldc, i0, jc, pc == 0);
+          if (short_tiles)
+            multiply_panels<SHORT_MR>(pairs, a_mine, m, b_pack.get(), q0, q1, nc, C, ldc, i0, jc, pc == 0);
+          else
+            multiply_panels<MR>(pairs, a_mine, m, b_pack.get(), q0, q1, nc, C, ldc, i0, jc, pc == 0);
         }
         // (implicit barrier: nobody still reads the B block the next slice overwrites)
       }
