@@ -134,9 +134,11 @@ class MatMul(Function):
         if not self.mixed:
             return a @ b
         out = mixed.matmul(a[None, :] if a.ndim == 1 else a, b[:, None] if b.ndim == 1 else b, a.dtype)
-        if b.ndim == 1:
+        if b.ndim == 1:  # drop the promoted axes as numpy does: b's column, then a's row
             out = out[..., 0]
-        return out[..., 0] if a.ndim == 1 and b.ndim == 1 else out[..., 0, :] if a.ndim == 1 else out
+        if a.ndim == 1:
+            out = out[..., 0, :] if b.ndim > 1 else out[..., 0]
+        return out
 
     def backward(self, g):
         xp = array_module(g)
