@@ -59,6 +59,38 @@ struct Operand {
   int64_t row_stride, k_stride;
 };
 
+#if defined(__x86_64__) || defined(__i386__)
+// dst[c * dst_stride + i] = the pair (src[i * src_stride + 2c], src[i * src_stride + 2c + 1])
+// for 16 rows i and 16 pairs c: a 16 x 16 transpose of 32-bit values in registers.
+__attribute__((target("avx512f"))) void transpose_pairs16(const uint16_t* src, int64_t src_stride,
+                                                           uint32_t* dst, int64_t dst_stride) {
+  __m512i r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(src + i * src_stride);
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  // Now r[4g + j] holds, in its 128-bit lane L, rows 4g..4g+3 of column 4L + j.
+  for (int j = 0; j < 4; ++j) {
+    const __m512i g01_even = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x88);  // lanes 0, 2 of g0, g1
+    const __m512i g01_odd = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xdd);   // lanes 1, 3
+    const __m512i g23_even = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0x88);
+    const __m512i g23_odd = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0xdd);
+    t[j] = _mm512_shuffle_i32x4(g01_even, g23_even, 0x88);
+    t[8 + j] = _mm512_shuffle_i32x4(g01_even, g23_even, 0xdd);
+    t[4 + j] = _mm512_shuffle_i32x4(g01_odd, g23_odd, 0x88);
+    t[12 + j] = _mm512_shuffle_i32x4(g01_odd, g23_odd, 0xdd);
+  }
+  for (int c = 0; c < 16; ++c) _mm512_storeu_si512(dst + c * dst_stride, t[c]);
+}
+#endif
+
 // Rows [r0, r0 + n) by k in [k0, k0 + kc) into panels of R rows, each panel pair-major:
 // dst[p * R + r] holds (k0 + 2p, k0 + 2p + 1) of row r, the first in the low half. Rows
 // past n and the pair past an odd kc are zero.
@@ -69,10 +101,18 @@ void pack_pairs(const Operand& s, int64_t r0, int64_t n, int64_t k0, int64_t kc,
     const int64_t rows = std::min<int64_t>(R, n - q);
     if (rows < R || full < pairs) std::fill(dst, dst + R * pairs, 0u);
     const uint16_t* base = s.data + (r0 + q) * s.row_stride + k0 * s.k_stride;
-    if (s.k_stride == 1) {  // rows run along k: a pair is one 32-bit load
+    if (s.k_stride == 1) {  // rows run along k: a pair is 32 contiguous bits
+      int64_t done = 0;  // pairs packed by whole 16 x 16 blocks (full panels of B)
+#if defined(__x86_64__) || defined(__i386__)
+      if (rows == R && R % 16 == 0) {
+        for (; done + 16 <= full; done += 16)
+          for (int i0 = 0; i0 < R; i0 += 16)
+            transpose_pairs16(base + i0 * s.row_stride + 2 * done, s.row_stride, dst + done * R + i0, R);
+      }
+#endif
       for (int64_t r = 0; r < rows; ++r) {
         const uint16_t* row = base + r * s.row_stride;
-        for (int64_t p = 0; p < full; ++p) dst[p * R + r] = row[2 * p] | uint32_t(row[2 * p + 1]) << 16;
+        for (int64_t p = done; p < full; ++p) dst[p * R + r] = row[2 * p] | uint32_t(row[2 * p + 1]) << 16;
         if (full < pairs) dst[full * R + r] = row[2 * full];
       }
     } else {  // k runs across rows: interleave two of them
