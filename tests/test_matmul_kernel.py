@@ -206,7 +206,7 @@ def test_full_epilogue(ab_dtype, c_dtype, activation):
 
 
 @pytest.mark.parametrize("part", ["alpha", "beta", "bias32", "bias_c", "residual", "preact"])
-@pytest.mark.parametrize("c_dtype", [F16, BF16], ids=IDS.get)
+@pytest.mark.parametrize("c_dtype", DTYPES, ids=IDS.get)
 def test_each_epilogue_part_alone(part, c_dtype):
     M, N, K = 9, 40, 33
     rng = np.random.default_rng(11)

@@ -1,7 +1,8 @@
 // CPU mixed-precision matmul (the math is in unet/matmul.h). Each batch item is done in
 // blocks of rows of C: the float32 product op(A) op(B) of a block goes into a scratch
-// block, then the epilogue (alpha, beta C, bias, preact, act, residual) runs over it and
-// rounds each value once, to C's dtype. The product comes from
+// block (or straight into a float32 C when beta == 0), then the epilogue (alpha, beta C,
+// bias, preact, act, residual) runs over it and rounds each value once, to C's dtype. The
+// product comes from
 //   - the AVX-512 BF16 kernel (matmul_bf16.h) for bfloat16 inputs on a CPU that has it;
 //   - otherwise the blocked float32 GEMM of gemm.h, on the inputs themselves (float32) or on
 //     exact float32 copies of them (float16, bfloat16: the portable path).
@@ -25,9 +26,10 @@ namespace {
 
 // Below this many multiply-adds per batch item, threads take whole items instead.
 constexpr double kParallelMinWork = 1 << 18;
-// Scratch rows per block: the float32 product block stays near 16 MiB (or 256 rows).
-constexpr int64_t kScratchElems = int64_t(1) << 22;
-constexpr int64_t kMinBlockRows = 256;
+// Scratch rows per block: the float32 product block stays near 32 MiB, or 512 rows (each
+// block packs B again: 512 rows keep that to a few percent of the work).
+constexpr int64_t kScratchElems = int64_t(1) << 23;
+constexpr int64_t kMinBlockRows = 512;
 // Column strip of the epilogue: its float32 temporaries live on the stack.
 constexpr int64_t kStrip = 256;
 
@@ -101,11 +103,13 @@ bool widens_inputs(const MatmulArgs& a) {
   return a.ab_dtype != DType::Float32 && !use_bf16_kernel(a);
 }
 
-// Sizes shared by every item, and the per-thread scratch.
+// Choices shared by every item.
 struct Plan {
   int64_t block_rows;  // rows of C per block
   bool b_shared;       // one B for every item (batch stride 0 or batch 1)
   bool widen;          // widens_inputs
+  bool direct;         // float32 C, not read (beta == 0): the product goes straight into C
+  bool epilogue;       // anything to do after the product
 };
 
 struct Scratch {
@@ -116,22 +120,22 @@ struct Scratch {
 
 Scratch make_scratch(const MatmulArgs& a, const Plan& plan) {
   const bool own_b = plan.widen && !plan.b_shared;
-  return {aligned_array<float>(plan.block_rows * a.N),
+  return {aligned_array<float>(plan.direct ? 0 : plan.block_rows * a.N),
           aligned_array<float>(plan.widen ? plan.block_rows * a.K : 0),
           aligned_array<float>(own_b ? a.K * a.N : 0)};
 }
 
-// acc (m x N, dense) = rows [i0, i0 + m) of op(A_p) op(B_p). b32 is B_p widened (when the
-// inputs are widened).
+// acc (m x N, leading dimension ld) = rows [i0, i0 + m) of op(A_p) op(B_p). b32 is B_p
+// widened (when the inputs are widened).
 void product_block(const MatmulArgs& a, int64_t p, int64_t i0, int64_t m, const float* b32,
-                   Scratch& s, bool threaded) {
+                   Scratch& s, float* acc, int64_t ld, bool threaded) {
   const DType t = a.ab_dtype;
   // The block's rows of op(A): rows of A, or columns of A^T.
   const void* a_block = at(a.a, t, p * a.stride_a + (a.trans_a ? i0 : i0 * a.lda));
   const void* b_item = at(a.b, t, p * a.stride_b);
   if (use_bf16_kernel(a)) {
     bf16_gemm(m, a.N, a.K, static_cast<const uint16_t*>(a_block), a.lda, a.trans_a,
-              static_cast<const uint16_t*>(b_item), a.ldb, a.trans_b, s.acc.get(), a.N);
+              static_cast<const uint16_t*>(b_item), a.ldb, a.trans_b, acc, ld);
     return;
   }
   GemmOperand<float> A{}, B{};
@@ -146,13 +150,13 @@ void product_block(const MatmulArgs& a, int64_t p, int64_t i0, int64_t m, const 
     A = operand_a(s.a.get(), a.trans_a ? m : a.K, a.trans_a);
     B = operand_b(b32, a.trans_b ? a.K : a.N, a.trans_b);
   }
-  gemm<float>(m, a.N, a.K, A, B, s.acc.get(), a.N);
+  gemm<float>(m, a.N, a.K, A, B, acc, ld);
 }
 
 // Rows [i0, i0 + m) of item p: z = alpha acc + beta C + bias, preact = z, C = act(z) +
-// residual, each stored value rounded once.
+// residual, each stored value rounded once. acc (leading dimension ld) may be C itself.
 void epilogue_block(const MatmulArgs& a, int64_t p, int64_t i0, int64_t m, const float* acc,
-                    const float* bias32, bool threaded) {
+                    int64_t ld, const float* bias32, bool threaded) {
   const DType t = a.c_dtype;
   const int64_t N = a.N;
 #pragma omp parallel for schedule(static) if (threaded && m * N > (int64_t(1) << 15))
@@ -162,7 +166,7 @@ void epilogue_block(const MatmulArgs& a, int64_t p, int64_t i0, int64_t m, const
     for (int64_t j0 = 0; j0 < N; j0 += kStrip) {
       const int64_t n = std::min(kStrip, N - j0);
       float z[kStrip], tmp[kStrip];
-      const float* prod = acc + r * N + j0;
+      const float* prod = acc + r * ld + j0;
       for (int64_t j = 0; j < n; ++j) z[j] = a.alpha * prod[j];
       if (a.beta != 0.0f) {  // beta == 0: C is not read (it may hold NaN)
         widen(t, at(c_row, t, j0), n, tmp);
@@ -191,8 +195,11 @@ void run_item(const MatmulArgs& a, const Plan& plan, int64_t p, const float* b32
   }
   for (int64_t i0 = 0; i0 < a.M; i0 += plan.block_rows) {
     const int64_t m = std::min(plan.block_rows, a.M - i0);
-    product_block(a, p, i0, m, b32, s, threaded);
-    epilogue_block(a, p, i0, m, s.acc.get(), bias32, threaded);
+    float* acc = plan.direct ? static_cast<float*>(at(a.c, DType::Float32, p * a.stride_c + i0 * a.ldc))
+                             : s.acc.get();
+    const int64_t ld = plan.direct ? a.ldc : a.N;
+    product_block(a, p, i0, m, b32, s, acc, ld, threaded);
+    if (plan.epilogue) epilogue_block(a, p, i0, m, acc, ld, bias32, threaded);
   }
 }
 
@@ -233,9 +240,12 @@ void matmul(const MatmulArgs& a) {
   if (a.batch <= 0 || a.M <= 0 || a.N <= 0) return;
 
   Plan plan{};
-  plan.block_rows = std::min(a.M, std::max(kMinBlockRows, kScratchElems / a.N));
+  plan.direct = a.c_dtype == DType::Float32 && a.beta == 0.0f;
+  plan.block_rows = plan.direct ? a.M : std::min(a.M, std::max(kMinBlockRows, kScratchElems / a.N));
   plan.b_shared = a.batch == 1 || a.stride_b == 0;
   plan.widen = widens_inputs(a);
+  plan.epilogue = !plan.direct || a.alpha != 1.0f || a.bias || a.act != Activation::None ||
+                  a.residual || a.preact;
 
   // Allocate before any parallel region: nothing may throw inside one.
   AlignedArray<float> bias32 = aligned_array<float>(a.bias ? a.N : 0);
