@@ -225,21 +225,26 @@ void bf16_gemm(int64_t M, int64_t N, int64_t K, const uint16_t* a, int64_t lda, 
 
   const double flops = double(M) * double(N) * double(K);
   const int nt = flops < kParallelMinWork ? 1 : max_threads();
-  // Threads share out row blocks, each block's columns cut in n_splits parts when there
-  // are fewer blocks than threads.
-  const int64_t n_iblocks = ceil_div(M, MC);
-  const int64_t n_splits = n_iblocks < nt ? ceil_div(nt, n_iblocks) : 1;
-  const int64_t kp_max = ceil_div(std::min(K, KC), 2);
   const bool short_tiles = M <= MC && ceil_div(M, SHORT_MR) * SHORT_MR < ceil_div(M, MR) * MR;
   const int R = short_tiles ? SHORT_MR : MR;
+  // Threads share out row blocks of about MC rows, a multiple of nt of them holding the
+  // R-row tiles evenly (block ib: tiles [tiles * ib / n, tiles * (ib + 1) / n)), each
+  // block's columns cut in n_splits parts when there are fewer blocks than threads. Which
+  // thread computes a tile changes no result.
+  const int64_t tiles = ceil_div(M, R);
+  const int64_t n_iblocks = std::min(ceil_div(ceil_div(M, MC), nt) * nt, tiles);
+  const int64_t n_splits = n_iblocks < nt ? ceil_div(nt, n_iblocks) : 1;
+  auto block_row = [&](int64_t ib) { return std::min(tiles * ib / n_iblocks * R, M); };
+  const int64_t mc_max = ceil_div(tiles, n_iblocks) * R;
+  const int64_t kp_max = ceil_div(std::min(K, KC), 2);
 
   // Allocate before the parallel region: nothing may throw inside it.
   auto b_pack = aligned_array<uint32_t>(ceil_div(std::min(N, NC), NR) * NR * kp_max);
-  auto a_pack = aligned_array<uint32_t>(nt * ceil_div(MC, MR) * MR * kp_max);
+  auto a_pack = aligned_array<uint32_t>(nt * mc_max * kp_max);
 
 #pragma omp parallel num_threads(nt)
   {
-    uint32_t* a_mine = a_pack.get() + thread_id() * ceil_div(MC, MR) * MR * kp_max;
+    uint32_t* a_mine = a_pack.get() + thread_id() * mc_max * kp_max;
     for (int64_t jc = 0; jc < N; jc += NC) {
       const int64_t nc = std::min(NC, N - jc), n_panels = ceil_div(nc, NR);
       for (int64_t pc = 0; pc < K; pc += KC) {
@@ -253,7 +258,7 @@ void bf16_gemm(int64_t M, int64_t N, int64_t K, const uint16_t* a, int64_t lda, 
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < n_iblocks * n_splits; ++item) {
           const int64_t ib = item / n_splits, split = item % n_splits;
-          const int64_t i0 = ib * MC, m = std::min(MC, M - i0);
+          const int64_t i0 = block_row(ib), m = block_row(ib + 1) - i0;
           if (ib != packed_block) {
             pack_pairs(A, i0, m, pc, kc, R, a_mine);
             packed_block = ib;
