@@ -40,7 +40,8 @@ DEFAULT = dict(M=1, N=1, K=1, batch=0, ta=False, tb=False, ab="f32", c="f32", al
 
 
 def _case_id(c):
-    parts = [f"{c['M']}x{c['N']}x{c['K']}", f"{c['ab']}-{c['c']}", ("T" if c["ta"] else "N") + ("T" if c["tb"] else "N")]
+    layout = ("T" if c["ta"] else "N") + ("T" if c["tb"] else "N")
+    parts = [f"{c['M']}x{c['N']}x{c['K']}", f"{c['ab']}-{c['c']}", layout]
     if c["batch"]:
         parts.append(f"b{c['batch']}" + (f"-shared_{c['share']}" if c["share"] else ""))
     if c["bias"]:
@@ -318,8 +319,15 @@ def test_forced_sm90_elsewhere_is_an_error(cupy):
     assert "RuntimeError" in out and "sm90" in out
 
 
+def _check_or_error(case, cp):
+    try:
+        return check_case(case, cp)
+    except Exception as e:  # reported as that case's failure; the child carries on
+        return f"{type(e).__name__}: {e}"
+
+
 if __name__ == "__main__":
     # Child of path_results: every case under this process's UNET_MATMUL_PATH, as JSON.
     import cupy as cp
 
-    print(json.dumps({c["id"]: check_case(c, cp) for c in CASES}))
+    print(json.dumps({c["id"]: _check_or_error(c, cp) for c in CASES}))

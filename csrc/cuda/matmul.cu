@@ -11,7 +11,8 @@
 //         leading dimensions, older GPUs. gemm_tiled.cuh's shared-memory tiles, batched.
 // UNET_MATMUL_PATH=sm90|sm80|simt|auto, read once per process, forces the first path to
 // try; a shape the forced path cannot take goes down the list (sm90 -> sm80 -> simt), a
-// device without the forced path's instructions is an error.
+// device without the forced path's instructions, or a build without sm_90a code for a
+// forced sm90, is an error.
 //
 // Tile plan: a tensor-core path takes its large tile (128 x 128), unless that leaves the
 // grid under one wave of blocks or M or N fits its small tile, then the small one (sm80
@@ -50,12 +51,14 @@ Path requested_path() {
 
 struct DeviceInfo {
   int major = 0, minor = 0, sms = 1;
+  int pools = 0;  // stream-ordered allocation (the split-K workspace) supported
 };
 DeviceInfo device_info(int device) {
   DeviceInfo d;
   check(cudaDeviceGetAttribute(&d.major, cudaDevAttrComputeCapabilityMajor, device), "compute capability");
   check(cudaDeviceGetAttribute(&d.minor, cudaDevAttrComputeCapabilityMinor, device), "compute capability");
   check(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, device), "multiprocessor count");
+  check(cudaDeviceGetAttribute(&d.pools, cudaDevAttrMemoryPoolsSupported, device), "memory pool support");
   return d;
 }
 
@@ -64,11 +67,12 @@ int64_t grid_blocks(const MatmulArgs& a, const TileShape& t) {
 }
 
 // Sets plan's K split for tile t: under one wave of blocks, up to 16 ranges of at least
-// 256 elements, so that about one wave runs.
-Plan split_k(const MatmulArgs& a, const TileShape& t, int sms, Plan plan) {
+// 256 elements, so that about one wave runs (none where the workspace cannot be had).
+Plan split_k(const MatmulArgs& a, const TileShape& t, const DeviceInfo& dev, Plan plan) {
   const int64_t k_tiles = ceil_div(a.K, t.bk), min_k_tiles = 256 / t.bk, blocks = grid_blocks(a, t);
   int64_t splits = 1;
-  if (blocks < sms) splits = std::max<int64_t>(std::min<int64_t>({sms / blocks, k_tiles / min_k_tiles, 16}), 1);
+  if (blocks < dev.sms && dev.pools)
+    splits = std::max<int64_t>(std::min<int64_t>({dev.sms / blocks, k_tiles / min_k_tiles, 16}), 1);
   plan.k_per_split = ceil_div(k_tiles, splits) * t.bk;
   plan.splits = static_cast<int>(a.K > 0 ? ceil_div(a.K, plan.k_per_split) : 1);  // no empty split
   return plan;
@@ -76,15 +80,15 @@ Plan split_k(const MatmulArgs& a, const TileShape& t, int sms, Plan plan) {
 
 // A tensor-core path's plan: its large tile, or its small one where M or N fits the
 // small one or the large leaves the grid under one wave; then the K split.
-Plan choose_plan(const MatmulArgs& a, const TileShape (&tiles)[2], int sms) {
+Plan choose_plan(const MatmulArgs& a, const TileShape (&tiles)[2], const DeviceInfo& dev) {
   Plan plan;
-  if (a.M <= tiles[1].bm || a.N <= tiles[1].bn || grid_blocks(a, tiles[0]) < sms) plan.tile = 1;
-  return split_k(a, tiles[plan.tile], sms, plan);
+  if (a.M <= tiles[1].bm || a.N <= tiles[1].bn || grid_blocks(a, tiles[0]) < dev.sms) plan.tile = 1;
+  return split_k(a, tiles[plan.tile], dev, plan);
 }
 
 // The SIMT path's plan: gemm_tiled.cuh picks the row tile, then the K split.
-Plan simt_plan(const MatmulArgs& a, int sms) {
-  return split_k(a, TileShape{gemm::row_tile(a.M), gemm::kBN, gemm::kBK}, sms, Plan{});
+Plan simt_plan(const MatmulArgs& a, const DeviceInfo& dev) {
+  return split_k(a, TileShape{gemm::row_tile(a.M), gemm::kBN, gemm::kBK}, dev, Plan{});
 }
 
 // ---- split-K reduction ----
@@ -234,16 +238,16 @@ void product(const MatmulArgs& a, int device, cudaStream_t stream) {
     throw std::runtime_error("matmul (CUDA): UNET_MATMUL_PATH=sm80 needs compute capability 8.0 or later, device " +
                              std::to_string(device) + " is " + cc);
 
-  if ((forced == Path::Auto || forced == Path::Sm90) && dev.major == 9 && sm90_takes(a)) {
-    const Plan plan = choose_plan(a, kSm90Tiles, dev.sms);
+  if (forced == Path::Sm90 && !sm90_compiled())  // the device is 9.x here
+    throw std::runtime_error("matmul (CUDA): UNET_MATMUL_PATH=sm90, but this build has no sm_90a code "
+                             "(build with UNET_CUDA_ARCHS including 90a)");
+  if ((forced == Path::Auto || forced == Path::Sm90) && dev.major == 9 && sm90_compiled() && sm90_takes(a)) {
+    const Plan plan = choose_plan(a, kSm90Tiles, dev);
     auto launch = [&](const Sink& s) { return launch_sm90(a, plan, s, stream); };
-    if (run_planned(a, plan, launch, stream)) return;
-    if (forced == Path::Sm90)
-      throw std::runtime_error("matmul (CUDA): UNET_MATMUL_PATH=sm90, but this build has no sm_90a code "
-                               "(build with UNET_CUDA_ARCHS including 90a) or the driver refused the tensor maps");
+    if (run_planned(a, plan, launch, stream)) return;  // else the driver refused the tensor maps
   }
   if (forced != Path::Simt && dev.major >= 8 && rows_16b_aligned(a)) {
-    const Plan plan = choose_plan(a, kSm80Tiles, dev.sms);
+    const Plan plan = choose_plan(a, kSm80Tiles, dev);
     auto launch = [&](const Sink& s) {
       launch_sm80(a, plan, s, stream);
       return true;
@@ -251,7 +255,7 @@ void product(const MatmulArgs& a, int device, cudaStream_t stream) {
     run_planned(a, plan, launch, stream);
     return;
   }
-  const Plan plan = simt_plan(a, dev.sms);
+  const Plan plan = simt_plan(a, dev);
   auto launch = [&](const Sink& s) {
     launch_simt(a, plan, s, stream);
     return true;

@@ -128,10 +128,13 @@ constexpr TileShape kSm80Tiles[2] = {{128, 128, 32}, {64, 64, 32}};
 constexpr TileShape kSm90Tiles[2] = {{128, 128, 64}, {64, 128, 64}};
 
 void launch_sm80(const MatmulArgs& a, const Plan& plan, const Sink& sink, cudaStream_t stream);
+// Whether this build holds the sm90 kernels as sm_90a code (a build without 90a would
+// otherwise run their empty bodies, compiled for another target).
+bool sm90_compiled();
 // Only A [M,K] and B [N,K] (trans_a false, trans_b true: both K-contiguous), K > 0.
 bool sm90_takes(const MatmulArgs& a);
-// False, launching nothing, where the build has no sm_90a code for it or the driver
-// refuses the tensor maps.
+// False, launching nothing, where the driver refuses the tensor maps (strides it cannot
+// describe) or a size exceeds TMA's 32-bit coordinates.
 bool launch_sm90(const MatmulArgs& a, const Plan& plan, const Sink& sink, cudaStream_t stream);
 
 }  // namespace unet::cuda::matmul_detail

@@ -250,19 +250,9 @@ bool encode(CUtensorMap* map, const MatmulArgs& a, const void* ptr, int64_t rows
                    CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// Whether this build holds the kernel as sm_90a code (a build without 90a would otherwise
-// run the empty body compiled for another target).
-template <typename T, int CONSUMERS>
-bool compiled_for_sm90a() {
-  cudaFuncAttributes attr{};
-  return cudaFuncGetAttributes(&attr, matmul_sm90_kernel<T, CONSUMERS>) == cudaSuccess &&
-         attr.binaryVersion == 90 && attr.ptxVersion >= 90;
-}
-
 template <typename T, int CONSUMERS>
 bool launch_typed(const MatmulArgs& a, const Plan& plan, const Sink& sink, cudaStream_t stream) {
   using C = Sm90Config<CONSUMERS>;
-  if (!compiled_for_sm90a<T, CONSUMERS>()) return false;
   // TMA coordinates are 32-bit; grid.y is at most 65535.
   if (a.M > INT32_MAX || a.N > INT32_MAX || a.K > INT32_MAX || a.batch > INT32_MAX ||
       ceil_div(a.N, kBN) > 65535)
@@ -297,6 +287,17 @@ bool launch_tile(const MatmulArgs& a, const Plan& plan, const Sink& sink, cudaSt
 }
 
 }  // namespace
+
+bool sm90_compiled() {
+  // All four instantiations come from one compilation of this file: one speaks for all.
+  // Asked once, with a 9.x device current (the callers check the device first).
+  static const bool compiled = [] {
+    cudaFuncAttributes attr{};
+    return cudaFuncGetAttributes(&attr, matmul_sm90_kernel<__nv_bfloat16, 2>) == cudaSuccess &&
+           attr.binaryVersion == 90 && attr.ptxVersion >= 90;
+  }();
+  return compiled;
+}
 
 bool sm90_takes(const MatmulArgs& a) { return rows_16b_aligned(a) && !a.trans_a && a.trans_b && a.K > 0; }
 
