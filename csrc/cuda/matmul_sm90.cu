@@ -189,6 +189,7 @@ __global__ void __launch_bounds__(128 * (CONSUMERS + 1), 1)
   for (int64_t i = 0; i < k_tiles; ++i) {
     const int s = static_cast<int>(i % kStages);
     mbar_wait(full + 8 * s, static_cast<uint32_t>((i / kStages) & 1));
+    __syncwarp();  // lanes may leave the polling loop apart; the .aligned wgmma needs them together
     const uint64_t desc_a = sw128_descriptor(a_tile(s) + consumer * 64 * kRowBytes);
     const uint64_t desc_b = sw128_descriptor(b_tile(s));
     fence_registers(d);
