@@ -10,6 +10,7 @@ module to use it).
 import os
 import re
 
+import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
@@ -48,6 +49,7 @@ MUTATIONS = {
     "strided": (ValueError, lambda a, rng: strided(a)),
     "other float": (TypeError, lambda a, rng: a.astype(np.float32 if a.dtype == np.float64 else np.float64)),
     "float16": (TypeError, lambda a, rng: a.astype(np.float16)),
+    "bfloat16": (TypeError, lambda a, rng: a.astype(ml_dtypes.bfloat16)),
     "int64": (TypeError, lambda a, rng: a.astype(np.int64)),
     "int32": (TypeError, lambda a, rng: a.astype(np.int32)),
     "bool": (TypeError, lambda a, rng: a.astype(bool)),

@@ -37,23 +37,49 @@ std::string dtype_of(py::handle obj, const std::string& fallback) {
   return fallback;
 }
 
-// Layout and access checks shared by both kinds of array.
-void check_layout(const Array& a, Role role) {
+// What an array argument may hold: float32/float64 (every kernel but matmul), int64
+// (indices), or the matmul's float32/float16/bfloat16.
+enum class Kind { Float, Int64, Matrix };
+
+const char* expected_dtypes(Kind kind) {
+  switch (kind) {
+    case Kind::Float: return "a float32 or float64 array";
+    case Kind::Int64: return "an int64 array";
+    default: return "a float32, float16 or bfloat16 array";
+  }
+}
+
+// Layout and access checks shared by every kind of array: C-contiguous, except for matmul
+// matrices, whose rows must be contiguous (see parse_optional_matrix_array).
+void check_layout(const Array& a, Role role, Kind kind) {
   for (int64_t s : a.t.shape)
     if (s < 0) value_error(a.name, "negative dimension in shape " + shape_str(a.t.shape));
-  if (!a.t.is_contiguous())
+  if (kind == Kind::Matrix) {
+    const int64_t size = dtype_size(a.t.dtype);
+    bool ok = true;
+    for (int64_t d = 0; d < a.t.ndim(); ++d)
+      ok = ok && a.t.strides[d] >= 0 && a.t.strides[d] % size == 0;
+    if (a.t.ndim() > 0 && a.t.shape.back() > 1) ok = ok && a.t.strides.back() == size;
+    if (!ok)
+      value_error(a.name, "expected contiguous rows (last stride " + std::to_string(size) +
+                              " bytes, every stride a non-negative multiple of it), got strides " +
+                              shape_str(a.t.strides) + " (bytes) for shape " + shape_str(a.t.shape));
+  } else if (!a.t.is_contiguous()) {
     value_error(a.name, "expected a C-contiguous array, got strides " + shape_str(a.t.strides) +
                             " (bytes) for shape " + shape_str(a.t.shape) +
                             "; make a contiguous copy (np.ascontiguousarray) first");
+  }
   if (role == Role::Output && !a.t.writeable)
     value_error(a.name, "expected a writeable array (it is an output), got a read-only one");
 }
 
-// What an array argument may hold.
-enum class Kind { Float, Int64 };
-
-const char* expected_dtypes(Kind kind) {
-  return kind == Kind::Float ? "a float32 or float64 array" : "an int64 array";
+// ml_dtypes.bfloat16, in numpy or CuPy: its dtype's name (the typestr is a bare '<V2').
+bool is_bfloat16(py::handle obj) {
+  try {
+    return py::hasattr(obj, "dtype") && std::string(py::str(obj.attr("dtype"))) == "bfloat16";
+  } catch (const py::error_already_set&) {
+    return false;
+  }
 }
 
 // Native int64 in the buffer protocol's format codes: 'l' or 'q' (numpy writes 'l' on
@@ -72,15 +98,17 @@ Array parse_buffer(py::handle obj, const std::string& name, Kind kind) {
                          dtype_of(obj, type_name(obj)) + " (" + e.what() + ")");
   }
   const py::buffer_info& b = *a.buffer;
+  const bool floats = kind != Kind::Int64;
   if (kind == Kind::Int64 && is_int64_format(b.format, b.itemsize)) {
     a.t.dtype = DType::Float64;
     a.is_int64 = true;
-  } else if (kind == Kind::Float && b.format == py::format_descriptor<float>::format() &&
-             b.itemsize == 4) {
+  } else if (floats && b.format == py::format_descriptor<float>::format() && b.itemsize == 4) {
     a.t.dtype = DType::Float32;
   } else if (kind == Kind::Float && b.format == py::format_descriptor<double>::format() &&
              b.itemsize == 8) {
     a.t.dtype = DType::Float64;
+  } else if (kind == Kind::Matrix && b.format == "e" && b.itemsize == 2) {
+    a.t.dtype = DType::Float16;
   } else {
     type_error(name, std::string("expected ") + expected_dtypes(kind) + ", got " +
                          dtype_of(obj, "buffer format '" + b.format + "'"));
@@ -93,8 +121,46 @@ Array parse_buffer(py::handle obj, const std::string& name, Kind kind) {
   return a;
 }
 
-// __cuda_array_interface__ (version 2 or 3): shape, typestr, data=(ptr, readonly),
-// strides (None when C-contiguous), mask (must be None). Its 'stream' entry is not used:
+// The entries __array_interface__ and __cuda_array_interface__ (versions 2 and 3) share:
+// shape, data=(ptr, readonly), strides (None when C-contiguous), mask (must be None). The
+// dtype is the caller's business. Throws py::cast_error / py::error_already_set when
+// malformed.
+void read_array_interface(const py::dict& ai, Array& a) {
+  if (ai.contains("mask") && !ai["mask"].is_none())
+    value_error(a.name, "masked arrays are not supported");
+  for (py::handle s : py::tuple(ai["shape"])) a.t.shape.push_back(s.cast<int64_t>());
+  py::tuple data = ai["data"];
+  a.t.ptr = reinterpret_cast<void*>(data[0].cast<uintptr_t>());
+  a.t.writeable = !data[1].cast<bool>();
+  if (ai.contains("strides") && !ai["strides"].is_none()) {
+    for (py::handle s : py::tuple(ai["strides"])) a.t.strides.push_back(s.cast<int64_t>());
+  } else {  // C-contiguous
+    a.t.strides.assign(a.t.shape.size(), dtype_size(a.t.dtype));
+    for (int64_t d = a.t.ndim() - 2; d >= 0; --d)
+      a.t.strides[d] = a.t.strides[d + 1] * a.t.shape[d + 1];
+  }
+  if (a.t.strides.size() != a.t.shape.size())
+    value_error(a.name, "malformed array interface: strides and shape differ in length");
+}
+
+// A bfloat16 numpy array: numpy's buffer protocol cannot export ml_dtypes' types, so its
+// __array_interface__ is read instead, and the array is held by a reference.
+Array parse_bfloat16_numpy(py::handle obj, const std::string& name) {
+  Array a{name, {}, std::nullopt};
+  a.t.dtype = DType::BFloat16;
+  a.owner = py::reinterpret_borrow<py::object>(obj);
+  try {
+    read_array_interface(obj.attr("__array_interface__"), a);
+  } catch (const py::cast_error& e) {
+    type_error(name, std::string("malformed __array_interface__: ") + e.what());
+  } catch (const py::error_already_set& e) {
+    type_error(name, std::string("malformed __array_interface__: ") + e.what());
+  }
+  a.t.device = {DeviceType::CPU, 0};
+  return a;
+}
+
+// __cuda_array_interface__: see read_array_interface. Its 'stream' entry is not used:
 // the caller names the stream to run on, and no synchronisation is hidden here.
 Array parse_cuda_array(py::handle obj, const std::string& name, Kind kind) {
 #ifndef UNET_WITH_CUDA
@@ -106,38 +172,28 @@ Array parse_cuda_array(py::handle obj, const std::string& name, Kind kind) {
   Array a{name, {}, std::nullopt};
   try {
     py::dict cai = obj.attr("__cuda_array_interface__");
-    if (cai.contains("mask") && !cai["mask"].is_none())
-      value_error(name, "masked CUDA arrays are not supported");
     const std::string typestr = py::str(cai["typestr"]);
     if (kind == Kind::Int64 && typestr == "<i8") {
       a.t.dtype = DType::Float64;
       a.is_int64 = true;
-    } else if (kind == Kind::Float && typestr == "<f4") {
+    } else if (kind != Kind::Int64 && typestr == "<f4") {
       a.t.dtype = DType::Float32;
     } else if (kind == Kind::Float && typestr == "<f8") {
       a.t.dtype = DType::Float64;
+    } else if (kind == Kind::Matrix && typestr == "<f2") {
+      a.t.dtype = DType::Float16;
+    } else if (kind == Kind::Matrix && (typestr == "<V2" || typestr == "|V2") && is_bfloat16(obj)) {
+      a.t.dtype = DType::BFloat16;
     } else {
       type_error(name, std::string("expected ") + expected_dtypes(kind) + ", got " +
                            dtype_of(obj, "typestr '" + typestr + "'"));
     }
-    for (py::handle s : py::tuple(cai["shape"])) a.t.shape.push_back(s.cast<int64_t>());
-    py::tuple data = cai["data"];
-    a.t.ptr = reinterpret_cast<void*>(data[0].cast<uintptr_t>());
-    a.t.writeable = !data[1].cast<bool>();
-    if (cai.contains("strides") && !cai["strides"].is_none()) {
-      for (py::handle s : py::tuple(cai["strides"])) a.t.strides.push_back(s.cast<int64_t>());
-    } else {  // C-contiguous
-      a.t.strides.assign(a.t.shape.size(), dtype_size(a.t.dtype));
-      for (int64_t d = a.t.ndim() - 2; d >= 0; --d)
-        a.t.strides[d] = a.t.strides[d + 1] * a.t.shape[d + 1];
-    }
+    read_array_interface(cai, a);
   } catch (const py::cast_error& e) {
     type_error(name, std::string("malformed __cuda_array_interface__: ") + e.what());
   } catch (const py::error_already_set& e) {
     type_error(name, std::string("malformed __cuda_array_interface__: ") + e.what());
   }
-  if (a.t.strides.size() != a.t.shape.size())
-    value_error(name, "malformed __cuda_array_interface__: strides and shape differ in length");
   // Empty arrays may carry a null pointer; they pin no device (index -1).
   a.t.device = {DeviceType::CUDA, -1};
   if (a.t.numel() > 0) {
@@ -159,12 +215,14 @@ std::optional<Array> parse_any_array(py::handle obj, const char* name, Role role
   Array a;
   if (py::hasattr(obj, "__cuda_array_interface__"))
     a = parse_cuda_array(obj, name, kind);
+  else if (kind == Kind::Matrix && py::hasattr(obj, "__array_interface__") && is_bfloat16(obj))
+    a = parse_bfloat16_numpy(obj, name);
   else if (PyObject_CheckBuffer(obj.ptr()))
     a = parse_buffer(obj, name, kind);
   else
     type_error(name, std::string("expected a numpy ") + (kind == Kind::Int64 ? "int64 " : "") +
                          "array (or a CUDA array such as CuPy's), got " + type_name(obj));
-  check_layout(a, role);
+  check_layout(a, role, kind);
   return a;
 }
 
@@ -181,6 +239,15 @@ std::optional<Array> parse_optional_int64_array(py::handle obj, const char* name
 Array parse_array(py::handle obj, const char* name, Role role) {
   if (obj.is_none()) type_error(name, "expected an array, got None");
   return *parse_optional_array(obj, name, role);
+}
+
+std::optional<Array> parse_optional_matrix_array(py::handle obj, const char* name, Role role) {
+  return parse_any_array(obj, name, role, Kind::Matrix);
+}
+
+Array parse_matrix_array(py::handle obj, const char* name, Role role) {
+  if (obj.is_none()) type_error(name, "expected an array, got None");
+  return *parse_optional_matrix_array(obj, name, role);
 }
 
 void check_shape(const Array& a, std::initializer_list<Dim> dims, const std::string& context) {
@@ -247,11 +314,16 @@ Device check_same_device(const std::vector<const Array*>& arrays) {
 
 void check_no_overlap(std::initializer_list<const Array*> outputs,
                       std::initializer_list<const Array*> inputs) {
-  auto overlap = [](const Array& a, const Array& b) {
+  // Bytes from the first element to past the last; strides are non-negative here.
+  auto span = [](const Array& a) {
+    int64_t bytes = dtype_size(a.t.dtype);
+    for (int64_t d = 0; d < a.t.ndim(); ++d) bytes += (a.t.shape[d] - 1) * a.t.strides[d];
+    return static_cast<uintptr_t>(bytes);
+  };
+  auto overlap = [&span](const Array& a, const Array& b) {
     if (a.t.numel() == 0 || b.t.numel() == 0) return false;
     const auto a0 = reinterpret_cast<uintptr_t>(a.t.ptr), b0 = reinterpret_cast<uintptr_t>(b.t.ptr);
-    return a0 < b0 + static_cast<uintptr_t>(b.t.nbytes()) &&
-           b0 < a0 + static_cast<uintptr_t>(a.t.nbytes());
+    return a0 < b0 + span(b) && b0 < a0 + span(a);
   };
   for (const Array* out : outputs) {
     if (!out) continue;
@@ -282,6 +354,11 @@ Activation parse_activation(py::handle obj) {
   for (const auto& [name, act] : kActivations)
     if (s == name) return act;
   value_error("activation", std::string("expected one of ") + kActivationList + ", got '" + s + "'");
+}
+
+bool parse_bool(py::handle obj, const char* name) {
+  if (!PyBool_Check(obj.ptr())) type_error(name, "expected a bool, got " + type_name(obj));
+  return obj.ptr() == Py_True;
 }
 
 const char* activation_name(Activation act) {

@@ -23,18 +23,32 @@ namespace py = pybind11;
 enum class Role { Input, Output };
 
 // An array argument. For numpy arrays the exported buffer is held while this lives, so
-// the array cannot be resized under a running kernel. Destroy with the GIL held.
+// the array cannot be resized under a running kernel (a bfloat16 numpy array, which has no
+// buffer, is held by a reference instead). Destroy with the GIL held.
 struct Array {
   std::string name;
   TensorArg t;  // for an int64 array t.dtype is Float64: the same 8-byte elements
   std::optional<py::buffer_info> buffer;
   bool is_int64 = false;  // an index array from parse_optional_int64_array
+  py::object owner{};     // the array itself, where there is no buffer to hold
 };
 
 // Parses `obj` (numpy array or any buffer, or an object with __cuda_array_interface__):
 // float32/float64, C-contiguous, writeable when it is an Output. None gives nullopt.
+// 16-bit arrays are refused here (TypeError): only the mixed-precision matmul takes them.
 std::optional<Array> parse_optional_array(py::handle obj, const char* name, Role role);
 Array parse_array(py::handle obj, const char* name, Role role);
+
+// The same for the mixed-precision matmul's matrices: float32, float16 (numpy 'e', CUDA
+// typestr '<f2') or bfloat16, and strided: every stride a non-negative multiple of the
+// element size and the last one the element size, so that rows may be padded (a view into
+// a wider array) and a batch stride may be 0 (np.broadcast_to). bfloat16 is an array whose
+// dtype is ml_dtypes.bfloat16: a numpy array (read through __array_interface__, as it has
+// no buffer-protocol format), or a CuPy array (CuPy >= 14 knows ml_dtypes.bfloat16; older
+// CuPy has no bfloat16 at all). A uint16 array is never taken for bfloat16: the dtype
+// says what the bits mean, not an extra argument.
+std::optional<Array> parse_optional_matrix_array(py::handle obj, const char* name, Role role);
+Array parse_matrix_array(py::handle obj, const char* name, Role role);
 // The same for an int64 input array (indices, lengths); the shape and device checks below
 // accept it, and it counts in the overlap checks.
 std::optional<Array> parse_optional_int64_array(py::handle obj, const char* name);
@@ -57,11 +71,13 @@ void check_same_dtype(const Array& ref, std::initializer_list<const Array*> othe
 // Returns that device.
 Device check_same_device(std::initializer_list<const Array*> arrays);
 Device check_same_device(const std::vector<const Array*>& arrays);
-// No output may share memory with an input or with another output.
+// No output may share memory with an input or with another output (memory spans from the
+// first to the last element, so strided arrays count with their gaps).
 void check_no_overlap(std::initializer_list<const Array*> outputs,
                       std::initializer_list<const Array*> inputs);
 
 Activation parse_activation(py::handle obj);
+bool parse_bool(py::handle obj, const char* name);
 const char* activation_name(Activation act);
 // A cudaStream_t as a Python int (e.g. cupy.cuda.get_current_stream().ptr); 0 = default.
 uintptr_t parse_stream(py::handle obj);
@@ -73,13 +89,15 @@ T* data(const std::optional<Array>& a) {
   return a ? a->t.data<T>() : nullptr;
 }
 
-// Calls f(T{}) with T the C++ type of `dtype`.
+// Calls f(T{}) with T the C++ type of `dtype`, float32 or float64 (what parse_array takes).
 template <typename F>
 void dispatch_dtype(DType dtype, F&& f) {
   if (dtype == DType::Float32)
     f(float{});
-  else
+  else if (dtype == DType::Float64)
     f(double{});
+  else
+    throw py::type_error(std::string("expected float32 or float64, got ") + dtype_name(dtype));
 }
 
 }  // namespace unet::bindings

@@ -6,6 +6,7 @@
 namespace unet::bindings {
 
 void register_linear(pybind11::module_& m);
+void register_matmul(pybind11::module_& m);
 void register_rnn(pybind11::module_& m);
 
 }  // namespace unet::bindings

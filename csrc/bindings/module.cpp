@@ -7,6 +7,7 @@
 
 #include "bindings.h"
 #include "../cpu/gemm.h"
+#include "../cpu/matmul_bf16.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -65,6 +66,7 @@ py::dict info() {
   d["cuda_devices"] = devices;
   d["cpu_features"] = cpu_features();
   d["cpu_gemm_kernel"] = unet::cpu::gemm_kernel_isa();
+  d["cpu_matmul_bf16_kernel"] = unet::cpu::bf16_kernel_isa();
 #ifdef _OPENMP
   d["openmp_threads"] = omp_get_max_threads();
 #else
@@ -92,10 +94,12 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "unet's compiled kernels (C++ with OpenMP, and CUDA when built with it).";
   m.def("info", &info,
         "Build and machine facts: version, cuda_compiled, cuda_archs, cuda_devices, "
-        "cpu_features, cpu_gemm_kernel (the GEMM micro-kernel in use), openmp_threads.");
+        "cpu_features, cpu_gemm_kernel (the GEMM micro-kernel in use), cpu_matmul_bf16_kernel "
+        "(what bfloat16 matmul inputs run on), openmp_threads.");
 #ifdef UNET_SANITIZE_CANARY
   m.def("_sanitizer_canary", &sanitizer_canary, "Test-only faults: kind 'heap' or 'overflow'.");
 #endif
   unet::bindings::register_linear(m);
+  unet::bindings::register_matmul(m);
   unet::bindings::register_rnn(m);
 }

@@ -478,5 +478,6 @@ const char* gemm_kernel_isa() { return microkernel_for_this_cpu<float>().isa; }
 UNET_INSTANTIATE(float)
 UNET_INSTANTIATE(double)
 #undef UNET_INSTANTIATE
+template AlignedArray<uint32_t> aligned_array<uint32_t>(int64_t);  // bfloat16 pairs (matmul_bf16.cpp)
 
 }  // namespace unet::cpu

@@ -156,7 +156,10 @@ def add_train_parser(subparsers):
     group = parser.add_argument_group("devices")
     group.add_argument("--gpus", type=_non_negative(int), metavar="N",
                        help="0: CPU; 1: one GPU (needs CuPy); default: a GPU when one is found")
-    group.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision: not available yet (rejected)")
+    group.add_argument("--amp", choices=("bf16", "fp16"),
+                       help="mixed-precision training: matrix products in bfloat16 or float16 (float16 "
+                            "with loss scaling), float32 parameters; on the CPU the 16-bit rounding is "
+                            "emulated, so it is for testing, not speed (default: float32)")
     group = parser.add_argument_group("output")
     group.add_argument("--out", metavar="DIR", help="where the checkpoint goes (default: runs/unet-dates for "
                        "the built-in task, runs/unet-TASK otherwise)")
@@ -229,9 +232,6 @@ def _run_name(opts) -> str:
 
 
 def _check_devices(opts):
-    if opts.amp is not None:
-        raise UsageError(f"--amp {opts.amp}: mixed-precision training is not available yet (unet has no "
-                         "autocast/GradScaler so far); train in float32 without --amp")
     if opts.gpus is not None and opts.gpus > 1:
         raise UsageError(f"--gpus {opts.gpus}: multi-GPU data-parallel training is not available yet; "
                          "use --gpus 1 (or 0 for the CPU)")
@@ -354,7 +354,8 @@ def _prepare_training(opts, data, state, device, path):
     warmup = int(round(opts.warmup * total))
     spec = ({"name": "warmup_cosine", "warmup_iters": warmup, "total_iters": total}
             if 0 < warmup < total else {"name": "cosine", "total_iters": total})
-    trainer = Trainer(model, optimizer, spec, clip=opts.clip or None, progress=not (opts.quiet or opts.no_progress))
+    trainer = Trainer(model, optimizer, spec, clip=opts.clip or None, progress=not (opts.quiet or opts.no_progress),
+                      amp=opts.amp)
     if state is not None:
         replan = state["scheduler"] is None or state["scheduler"].get("spec") != spec
         trainer.load_state_dict(state, path, load_scheduler=not replan)
@@ -371,7 +372,7 @@ def _describe_run(opts, model, device, say, path, trainer, loader) -> dict:
         shape += f", attention {cfg.get('attention')}"
     say(f"model: {type(model).__name__} ({shape}): {tasks.parameter_count(model):,} parameters on {device}")
     say(f"training: {opts.epochs} epochs of {len(loader)} batches of {opts.batch_size}, AdamW lr {opts.lr:g} (warmup {opts.warmup:g}, cosine decay), "
-        f"clip {opts.clip:g}, seed {opts.seed}")
+        f"clip {opts.clip:g}, seed {opts.seed}" + (f", mixed precision {opts.amp}" if opts.amp else ""))
     if trainer.epoch or trainer.step:
         say(f"resuming {path} at epoch {trainer.epoch + 1}, step {trainer.step}")
     say(f"checkpoint: {path} (saved after every epoch)")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .amp import matmul as mixed
+from .amp.autocast import HALF_DTYPES, cast_for_matmul
 from .autograd import Function
 from . import backend
 from .backend import array_module
@@ -120,11 +122,24 @@ class Neg(Function):
 
 
 class MatMul(Function):
-    """numpy matmul semantics: 1-D operands are promoted and the promoted axis dropped."""
+    """numpy matmul semantics: 1-D operands are promoted and the promoted axis dropped.
+
+    Under autocast the operands are rounded to its dtype; a float16 or bfloat16 pair is
+    multiplied on ``unet._C.matmul`` (float32 accumulation, 16-bit output), forward and backward."""
 
     def forward(self, a, b):
+        self.dtypes = (a.dtype, b.dtype)
+        a, b = cast_for_matmul(a, b)
         self.a, self.b = a, b
-        return a @ b
+        self.mixed = a.dtype == b.dtype and a.dtype in HALF_DTYPES
+        if not self.mixed:
+            return a @ b
+        out = mixed.matmul(a[None, :] if a.ndim == 1 else a, b[:, None] if b.ndim == 1 else b, a.dtype)
+        if b.ndim == 1:  # drop the promoted axes as numpy does: b's column, then a's row
+            out = out[..., 0]
+        if a.ndim == 1:
+            out = out[..., 0, :] if b.ndim > 1 else out[..., 0]
+        return out
 
     def backward(self, g):
         xp = array_module(g)
@@ -136,6 +151,14 @@ class MatMul(Function):
         if a.ndim == 1:
             g2 = xp.expand_dims(g2, -2)
         ga = gb = None
+        if self.mixed:  # float32 products, summed over broadcast batch axes, then each input's dtype
+            if self.needs_input_grad[0]:
+                ga = unbroadcast(mixed.matmul(g2, b2, np.float32, trans_b=True), a2.shape)
+                ga = ga.reshape(a.shape).astype(self.dtypes[0], copy=False)
+            if self.needs_input_grad[1]:
+                gb = unbroadcast(mixed.matmul(a2, g2, np.float32, trans_a=True), b2.shape)
+                gb = gb.reshape(b.shape).astype(self.dtypes[1], copy=False)
+            return ga, gb
         if self.needs_input_grad[0]:
             ga = unbroadcast(g2 @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
         if self.needs_input_grad[1]:

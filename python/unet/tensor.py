@@ -7,6 +7,7 @@ import numbers
 import numpy as np
 
 from . import backend
+from .amp.autocast import cast_for_fp32
 from .autograd import is_grad_enabled, retain, run_backward
 from .backend import Device, array_module, device_of, resolve_dtype
 
@@ -310,16 +311,17 @@ class Tensor:
         return ops.Clamp.apply(self, min, max)
 
     # ------------------------------------------------------------ reductions
+    # sums of 16-bit values lose digits fast: under autocast they run in float32
     def sum(self, dim=None, keepdim=False):
-        return ops.Sum.apply(self, dim, keepdim)
+        return ops.Sum.apply(cast_for_fp32(self), dim, keepdim)
 
     def mean(self, dim=None, keepdim=False):
-        return ops.Mean.apply(self, dim, keepdim)
+        return ops.Mean.apply(cast_for_fp32(self), dim, keepdim)
 
     def var(self, dim=None, correction=1, keepdim=False, unbiased=None):
         if unbiased is not None:
             correction = 1 if unbiased else 0
-        return ops.Var.apply(self, dim, correction, keepdim)
+        return ops.Var.apply(cast_for_fp32(self), dim, correction, keepdim)
 
     def std(self, dim=None, correction=1, keepdim=False, unbiased=None):
         return self.var(dim, correction, keepdim, unbiased).sqrt()

@@ -51,7 +51,8 @@ struct MatmulArgs {
 
 namespace cpu {
 // The same result for any thread count. The AVX-512 BF16 path may sum in another order
-// than the portable one (both in float32).
+// than the portable one (both in float32), and vdpbf16ps flushes subnormal inputs,
+// products and partial sums to zero (a difference below 2^-126 per product).
 void matmul(const MatmulArgs& args);
 }  // namespace cpu
 

@@ -1,6 +1,7 @@
 """Activations and (log-)softmax."""
 from __future__ import annotations
 
+from ..amp.autocast import cast_for_fp32
 from ..autograd import Function
 from ..backend import array_module
 from ..ops import Gelu, Relu, Sigmoid, Tanh
@@ -59,8 +60,8 @@ class LogSoftmax(Function):
 
 
 def softmax(x, dim=-1):
-    return Softmax.apply(x, _dim(dim, x.ndim))
+    return Softmax.apply(cast_for_fp32(x), _dim(dim, x.ndim))
 
 
 def log_softmax(x, dim=-1):
-    return LogSoftmax.apply(x, _dim(dim, x.ndim))
+    return LogSoftmax.apply(cast_for_fp32(x), _dim(dim, x.ndim))

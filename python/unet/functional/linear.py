@@ -1,13 +1,19 @@
 """Fully connected layer on the fused kernel: act(x @ W^T + b) in one pass of ``unet._C``.
 
 float16/bfloat16 tensors follow the mixed-precision rule: their values (already
-rounded) go through the kernel in float32 and the result is rounded back.
+rounded) go through the kernel in float32 and the result is rounded back. Under
+``unet.amp.autocast`` the layer runs on the mixed-precision ``_C.matmul`` instead: x, W
+and b rounded to the autocast dtype, float32 accumulation, bias and activation in the
+epilogue, a 16-bit output; backward on the same kernel (dx = dZ W, dW = dZ^T x with the
+bias gradient fused), the gradients of float32 parameters computed straight into float32.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .. import _C, backend
+from .. import _C, backend, ops
+from ..amp import matmul as mixed
+from ..amp.autocast import CASTABLE, cast_for_matmul, dtypes_mix, get_autocast_dtype
 from ..autograd import Function
 from ..backend import array_module, current_stream_ptr
 from ..tensor import Tensor
@@ -58,6 +64,47 @@ class LinearFunction(Function):
         return grads
 
 
+class AutocastLinearFunction(Function):
+    """``act(x W^T + b)`` with x, W, b rounded to the autocast dtype, on ``_C.matmul``."""
+    saves_inputs = True
+
+    def forward(self, x, weight, bias=None, *, activation):
+        self.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        x, weight, bias = cast_for_matmul(x, weight, bias)
+        self.lead = x.shape[:-1]
+        self.x = x.reshape(-1, x.shape[-1])
+        self.w, self.activation = weight, activation
+        self.preact = None if activation == "none" else array_module(x).empty(
+            (self.x.shape[0], weight.shape[0]), x.dtype)
+        out = mixed.gemm(self.x, weight, x.dtype, trans_b=True, bias=bias, activation=activation,
+                         preact=self.preact)
+        return out.reshape(self.lead + (weight.shape[0],))
+
+    def backward(self, g):
+        low = self.x.dtype
+        g = g.reshape(-1, g.shape[-1])
+        if self.activation != "none":  # dZ = g act'(Z) in float32, rounded: the products' 16-bit input
+            act = _ACTIVATION_OPS[self.activation]()
+            act.forward(self.preact.astype(np.float32))
+            g = act.backward(g.astype(np.float32))
+        g = g.astype(low, copy=False)
+        dx_dtype, dw_dtype, db_dtype = self.dtypes
+        want_x, want_w = self.needs_input_grad[:2]
+        want_b = db_dtype is not None and self.needs_input_grad[2]
+        gx = mixed.gemm(g, self.w, dx_dtype).reshape(self.lead + (self.w.shape[1],)) if want_x else None
+        gb = array_module(g).empty(g.shape[1], np.float32) if want_b else None
+        gw = None
+        if want_w:  # bias_grad: the row sums of op(A) = g^T, i.e. g summed over the rows
+            gw = mixed.gemm(g, self.x, dw_dtype, trans_a=True, bias_grad=gb)
+        elif want_b:
+            gb = g.astype(np.float32).sum(axis=0)
+        grads = (gx, gw)
+        return grads + (gb,) if db_dtype is not None else grads
+
+
+_ACTIVATION_OPS = {"relu": ops.Relu, "gelu": ops.Gelu, "tanh": ops.Tanh, "sigmoid": ops.Sigmoid}
+
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str = "none") -> Tensor:
     """``act(x @ weight.T + bias)`` with x (..., in), weight (out, in), bias (out,)."""
     if not isinstance(x, Tensor):
@@ -74,9 +121,10 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: st
     if not backend.is_floating(x.dtype):
         raise TypeError(f"x: expected a floating-point tensor, got {x.dtype}")
     for name, t in (("weight", weight), ("bias", bias)):
-        if t is not None and t.dtype != x.dtype:
+        if t is not None and not dtypes_mix(t.dtype, x.dtype):
             raise TypeError(f"{name}: dtype {t.dtype} differs from x's {x.dtype}; cast one with .to()")
         if t is not None and t.device != x.device:
             raise ValueError(f"{name}: on {t.device}, x on {x.device}; move one with .to()")
     args = (x, weight) if bias is None else (x, weight, bias)
-    return LinearFunction.apply(*args, activation=activation)
+    autocasting = get_autocast_dtype() is not None and x.dtype in CASTABLE
+    return (AutocastLinearFunction if autocasting else LinearFunction).apply(*args, activation=activation)

@@ -5,6 +5,7 @@ import numbers
 
 import numpy as np
 
+from ..amp.autocast import cast_for_fp32
 from ..autograd import Function
 from ..backend import array_module
 from ..tensor import Tensor
@@ -27,9 +28,11 @@ def check_reduction(reduction):
         raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
 
 
-def _check_input(input):
+def _check_input(input) -> Tensor:
+    """``input`` checked; under autocast a 16-bit input comes back in float32 (losses run in float32)."""
     if not isinstance(input, Tensor):
         raise TypeError(f"input: expected a Tensor, got {type(input).__name__}")
+    return cast_for_fp32(input)
 
 
 def _like_input(value, input, argname):
@@ -50,7 +53,7 @@ def _same_shape(input, target):
 
 
 def mse_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:
-    _check_input(input)
+    input = _check_input(input)
     check_reduction(reduction)
     target = _like_input(target, input, "target")
     _same_shape(input, target)
@@ -109,7 +112,7 @@ def _counted_weight(w) -> float:
 
 def nll_loss(input: Tensor, target, weight=None, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     """Negative log-likelihood of class ``target`` under log-probabilities ``input`` (N, C, ...)."""
-    _check_input(input)
+    input = _check_input(input)
     check_reduction(reduction)
     target, classes = _check_targets(input, target, ignore_index)
     return _nll(input, target, _class_weight(weight, input, classes), ignore_index, reduction)[0]
@@ -123,7 +126,7 @@ def cross_entropy(input: Tensor, target, weight=None, ignore_index: int = -100,
     loss = (1 - ε) nll + ε/C * sum_c -w_c log p_c, the second term masked and
     normalised like the first (by the summed weights of the counted targets).
     """
-    _check_input(input)
+    input = _check_input(input)
     check_reduction(reduction)
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) \
             or not 0.0 <= label_smoothing <= 1.0:
@@ -164,7 +167,7 @@ class _Softplus(Function):
 def binary_cross_entropy_with_logits(input: Tensor, target, weight=None, reduction: str = "mean",
                                      pos_weight=None) -> Tensor:
     """-w [pw y log sigmoid(x) + (1 - y) log(1 - sigmoid(x))] = w [(1 - y) x + (1 + (pw - 1) y) softplus(-x)]."""
-    _check_input(input)
+    input = _check_input(input)
     check_reduction(reduction)
     target = _like_input(target, input, "target")
     _same_shape(input, target)

@@ -1,6 +1,7 @@
 """Layer normalisation over the trailing ``normalized_shape`` dims."""
 from __future__ import annotations
 
+from ..amp.autocast import cast_for_fp32
 from ..tensor import Tensor
 
 
@@ -18,6 +19,7 @@ def layer_norm(x: Tensor, normalized_shape, weight=None, bias=None, eps: float =
         if t is not None and (not isinstance(t, Tensor) or t.shape != normalized_shape):
             raise ValueError(f"{name}: expected a Tensor of shape {normalized_shape}, got "
                              f"{getattr(t, 'shape', type(t).__name__)}")
+    x = cast_for_fp32(x)  # under autocast, statistics of 16-bit inputs in float32
     dims = tuple(range(x.ndim - n, x.ndim))
     centered = x - x.mean(dim=dims, keepdim=True)
     y = centered / ((centered * centered).mean(dim=dims, keepdim=True) + eps).sqrt()

@@ -15,6 +15,10 @@ the states after each sequence's own last step, and a reverse direction starts t
 
 float16/bfloat16 tensors follow the mixed-precision rule of ``functional/linear.py``:
 their values go through the kernel in float32 and the results are rounded back.
+Under ``unet.amp.autocast`` the input x, the initial state h0 and every weight and bias
+are rounded to the autocast dtype and the float32 kernel runs on those values (16-bit
+inputs, float32 accumulation); the outputs are float32, and so are the gradients of
+float32 tensors. The state carried from step to step inside the kernel stays float32.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import numbers
 import numpy as np
 
 from .. import _C, backend
+from ..amp.autocast import CASTABLE, cast_for_matmul, dtypes_mix, is_autocast_enabled
 from ..autograd import Function
 from ..backend import array_module, current_stream_ptr, is_cupy_array
 from ..tensor import Tensor
@@ -77,6 +82,10 @@ class RecurrentFunction(Function):
         self.mode, self.reverse = mode, reverse
         self.present = tuple(a is not None for a in (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))
         self.dtypes = tuple(None if a is None else a.dtype for a in (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))
+        out_dtype = x.dtype
+        if is_autocast_enabled() and x.dtype in CASTABLE:  # the outputs of the float32 kernel, unrounded
+            out_dtype = backend.float32
+            x, h0, w_ih, w_hh, b_ih, b_hh, w_hr = cast_for_matmul(x, h0, w_ih, w_hh, b_ih, b_hh, w_hr)
         compute = _kernel_dtype(x.dtype)
         steps, batch, _ = x.shape
         hidden, proj = w_ih.shape[0] // GATES[mode], w_hh.shape[1]
@@ -97,8 +106,8 @@ class RecurrentFunction(Function):
         _C.rnn_forward(mode, self.x, self.w_ih, self.w_hh, self.b_ih, self.b_hh, self.w_hr, self.h0,
                        self.c0, self.lengths, reverse, self.y, h_n, c_n, self.workspace,
                        current_stream_ptr(x))
-        out = (self.y.astype(x.dtype, copy=False), h_n.astype(x.dtype, copy=False))
-        return out + (c_n.astype(x.dtype, copy=False),) if lstm else out
+        out = (self.y.astype(out_dtype, copy=False), h_n.astype(out_dtype, copy=False))
+        return out + (c_n.astype(out_dtype, copy=False),) if lstm else out
 
     def backward(self, grad_y, grad_h_n, grad_c_n=None):
         xp = array_module(grad_y)
@@ -201,7 +210,7 @@ def rnn(mode: str, x: Tensor, h0: Tensor | None = None, c0: Tensor | None = None
             continue
         if name in expected and t.shape != expected[name]:
             raise ValueError(f"{name}: expected shape {expected[name]}, got {t.shape}")
-        if t.dtype != x.dtype:
+        if not dtypes_mix(t.dtype, x.dtype):
             raise TypeError(f"{name}: dtype {t.dtype} differs from x's {x.dtype}; cast one with .to()")
         if t.device != x.device:
             raise ValueError(f"{name}: on {t.device}, x on {x.device}; move one with .to()")

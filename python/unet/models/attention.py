@@ -30,12 +30,6 @@ def masked_softmax(scores: Tensor, valid) -> Tensor:
     return F.softmax(scores.masked_fill(~mask[:, None, :], -math.inf), dim=-1)
 
 
-def _bmm(a: Tensor, b: Tensor) -> Tensor:
-    """Batched a @ b in a's dtype (numpy's matmul of bfloat16 arrays answers in float32)."""
-    out = a @ b
-    return out if out.dtype == a.dtype else out.to(a.dtype)
-
-
 class Attention(nn.Module):
     """``context, weights = attention(query, memory, valid, keys=None)``.
 
@@ -55,7 +49,7 @@ class Attention(nn.Module):
                              f"and {memory.shape}")
         keys = self.keys(memory) if keys is None else keys
         weights = masked_softmax(self.scores(query, keys), valid)
-        return _bmm(weights, memory), weights
+        return weights @ memory, weights
 
 
 class LuongAttention(Attention):
@@ -77,7 +71,7 @@ class LuongAttention(Attention):
         return self.weight(memory) if self.score == "general" else memory
 
     def scores(self, query, keys):
-        return _bmm(query, keys.transpose(1, 2))
+        return query @ keys.transpose(1, 2)
 
     def extra_repr(self):
         return f"score={self.score!r}"

@@ -12,14 +12,18 @@ scalar Tensor with a graph, ``evaluate_batch(batch)`` a dict of additive sums
 ``from_config`` rebuild it. Batches are the DataLoader's dicts of numpy arrays.
 
 One step: zero the gradients, ``loss(batch).backward()``, clip the global
-gradient norm, ``optimizer.step()``, ``scheduler.step()``. Nothing waits for
+gradient norm, ``optimizer.step()``, ``scheduler.step()``. With ``amp`` ("bf16" or
+"fp16") the loss is computed under ``unet.amp.autocast`` and, for float16, scaled by a
+``GradScaler`` (gradients unscaled before clipping; a step with inf/NaN gradients is
+skipped, while the schedule moves on). Evaluation runs in float32. Nothing waits for
 the device inside a step: the losses are kept as device scalars and read back
 every ``log_every`` steps for the progress bar (and a non-finite check).
 
 A checkpoint is one ``unet.save`` file (temporary file, fsync, rename): the
 model's class, config and weights, the optimizer's and scheduler's state, unet's
 random state, the training DataLoader's position, the epoch/step counters and
-the history, plus whatever the caller passes as ``extra`` (encoders, options).
+the history, the mixed-precision mode and the GradScaler's state, plus whatever the
+caller passes as ``extra`` (encoders, options).
 Everything that decides the next update is in it, so training N epochs in one
 go and training k, stopping, loading and training the rest give bitwise equal
 parameters (on one device with deterministic kernels; on a GPU, dropout draws from CuPy's
@@ -39,9 +43,10 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import backend, checkpoint, optim
+from ..amp import GradScaler
 from ..autograd import no_grad
 from ..tensor import Tensor
-from .training import _eval_mode
+from .training import _eval_mode, amp_dtype, autocast_for, backward_scaled, make_scaler
 
 FORMAT = "unet.trainer"
 VERSION = 1
@@ -144,10 +149,12 @@ class Trainer:
         clip: the global gradient-norm bound (None or 0: no clipping).
         log_every: steps between reading the loss back (progress bar, NaN check).
         progress: show a tqdm bar (on stderr) while training.
+        amp: None (float32), "bf16" or "fp16": mixed-precision training.
+        scaler: the ``unet.amp.GradScaler`` to use (default: a new one for "fp16", none otherwise).
     """
 
     def __init__(self, model, optimizer, scheduler=None, clip: float | None = 1.0, *, log_every: int = 10,
-                 progress: bool = True):
+                 progress: bool = True, amp: str | None = None, scaler: GradScaler | None = None):
         if not hasattr(model, "loss") or not hasattr(model, "parameters"):
             raise TypeError(f"model: expected a task model with loss(batch), got {type(model).__name__}")
         if not isinstance(optimizer, optim.Optimizer):
@@ -166,6 +173,10 @@ class Trainer:
             self.scheduler_spec, self.scheduler = None, scheduler
         self.clip = float(clip) if clip else None
         self.log_every, self.progress = int(log_every), bool(progress)
+        if scaler is not None and not isinstance(scaler, GradScaler):
+            raise TypeError(f"scaler: expected a unet.amp.GradScaler or None, got {type(scaler).__name__}")
+        self.amp = amp_dtype(amp)
+        self.scaler = scaler if scaler is not None else make_scaler(self.amp)
         self.epoch = 0           # epochs completed
         self.step = 0            # optimizer steps taken
         self.history = []        # one dict of metrics per completed epoch
@@ -182,11 +193,14 @@ class Trainer:
         """One update on ``batch``; returns the loss (a device scalar: reading it syncs)."""
         self.model.train()
         self.optimizer.zero_grad()
-        loss = self.model.loss(batch)
-        loss.backward()
+        with autocast_for(self.amp):
+            loss = self.model.loss(batch)
+        backward_scaled(self.scaler, loss)
         if self.clip:
+            self.scaler.unscale_(self.optimizer)
             optim.clip_grad_norm_(self._params, self.clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         if self.scheduler is not None:
             self.scheduler.step()
         self.step += 1
@@ -323,9 +337,10 @@ class Trainer:
             "scheduler": None if self.scheduler is None else
             {"spec": self.scheduler_spec, "type": type(self.scheduler).__name__,
              "state": self.scheduler.state_dict()},
+            "scaler": self.scaler.state_dict(),
             "rng": backend.random_state.get_state(),
             "data": loader.state_dict() if loader is not None else self._data_state,
-            "trainer": {"epoch": self.epoch, "step": self.step, "clip": self.clip,
+            "trainer": {"epoch": self.epoch, "step": self.step, "clip": self.clip, "amp": self.amp,
                         "epoch_loss": list(self._epoch_loss), "history": self.history},
         }
 
@@ -353,6 +368,8 @@ class Trainer:
                 raise CheckpointError(f"{source}: holds a {saved['type']} schedule, this trainer a "
                                       f"{type(self.scheduler).__name__}")
             self.scheduler.load_state_dict(saved["state"])
+        if state.get("scaler"):  # {} from a disabled scaler; absent before mixed precision
+            self.scaler.load_state_dict(state["scaler"])
         backend.random_state.set_state(state["rng"])
         progress = state["trainer"]
         self.epoch, self.step = int(progress["epoch"]), int(progress["step"])
@@ -377,7 +394,7 @@ class Trainer:
         config and moved to ``device``; the optimizer is rebuilt from its saved type and
         options; the schedule from its saved spec. Pass your own to use them instead
         (their state is loaded from the checkpoint all the same). ``kwargs`` go to
-        the constructor (``clip`` defaults to the saved one).
+        the constructor (``clip`` and ``amp`` default to the saved ones).
         """
         state = read_checkpoint(path)
         source = str(path)
@@ -398,6 +415,9 @@ class Trainer:
             for group, saved in zip(optimizer.param_groups, state["optimizer"]["state"]["param_groups"]):
                 group["lr"] = saved.get("initial_lr", group["lr"])
         kwargs.setdefault("clip", state["trainer"]["clip"])
+        kwargs.setdefault("amp", state["trainer"].get("amp"))
+        if state.get("scaler") and "scaler" not in kwargs:  # a saved scaler, even one used with bf16
+            kwargs["scaler"] = GradScaler()
         trainer = cls(model, optimizer, scheduler, **kwargs)
         trainer.load_state_dict(state, source)
         trainer.extra = state.get("extra")

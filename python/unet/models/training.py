@@ -1,9 +1,9 @@
 """Training loops shared by the ready models: fit, evaluate and predict over in-memory arrays.
 
 A model here is a ``unet.nn.Module`` with ``forward(x)``, ``loss(output, target)``
-(a ``models.losses.Loss``), ``backward(output, target)`` -> float, ``built`` and
-``build(input_size)`` for lazily sized layers, and an ``optimizer`` attribute
-that ``fit`` fills and checkpoints save. Data are numpy arrays (or CPU
+(a ``models.losses.Loss``), ``built`` and ``build(input_size)`` for lazily sized
+layers, and ``optimizer`` and ``scaler`` attributes that ``fit`` fills (the
+GradScaler of float16 training, else None) and checkpoints save. Data are numpy arrays (or CPU
 Tensors) whose first axis indexes the examples.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import backend, optim
+from ..amp import GradScaler, autocast, resolve_half_dtype
 from ..autograd import no_grad
 from ..backend import Device
 from ..tensor import Tensor
@@ -23,9 +24,14 @@ from ..tensor import Tensor
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 
 
-def fit(model, X, Y, *, epochs, batch_size, lr, optimizer, shuffle, validation_data, verbose) -> dict:
-    """Train for ``epochs`` passes over (X, Y); returns ``{"loss": [...], "val_loss": [...]}`` per epoch."""
+def fit(model, X, Y, *, epochs, batch_size, lr, optimizer, shuffle, validation_data, verbose, amp=None) -> dict:
+    """Train for ``epochs`` passes over (X, Y); returns ``{"loss": [...], "val_loss": [...]}`` per epoch.
+
+    ``amp`` ("bf16", "fp16" or None): the forward pass and loss under ``unet.amp.autocast``;
+    float16 adds loss scaling (a GradScaler kept on the model, so a later fit or a
+    checkpoint continues its scale). Validation runs in float32."""
     epochs, batch_size = _positive("epochs", epochs), _positive("batch_size", batch_size)
+    amp = amp_dtype(amp)
     X, Y = _examples(X, Y)
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -36,6 +42,8 @@ def fit(model, X, Y, *, epochs, batch_size, lr, optimizer, shuffle, validation_d
     if not model.built:  # the optimizer needs the parameters, which are sized by the data
         model.build(X.shape[-1])
     model.optimizer = make_optimizer(optimizer, model, lr)
+    scaler = make_scaler(amp, model.scaler)
+    model.scaler = scaler if scaler.is_enabled() else None
     history = {"loss": []} if validation_data is None else {"loss": [], "val_loss": []}
     for epoch in range(epochs):
         with tqdm(total=len(X), desc=f"epoch {epoch + 1}/{epochs}", unit="seq", disable=not verbose,
@@ -43,8 +51,12 @@ def fit(model, X, Y, *, epochs, batch_size, lr, optimizer, shuffle, validation_d
             total = 0.0
             for seen, index in _batches(len(X), batch_size, shuffle):
                 model.zero_grad()
-                total += model.backward(model.forward(X[index]), Y[index]) * len(index)
-                model.optimizer.step()
+                with autocast_for(amp):
+                    loss = model.loss(model.forward(X[index]), Y[index])
+                backward_scaled(scaler, loss)
+                scaler.step(model.optimizer)
+                scaler.update()
+                total += float(loss.item()) * len(index)
                 bar.update(len(index))
                 bar.set_postfix(loss=f"{total / seen:.4g}")
             history["loss"].append(total / len(X))
@@ -102,6 +114,31 @@ def make_optimizer(spec, model, lr):
             group["lr"] = lr
         return model.optimizer
     return kind(model.parameters(), lr=lr)
+
+
+def amp_dtype(amp):
+    """``amp`` ("bf16", "bfloat16", "fp16", "float16" or None) as its dtype name, or None."""
+    return None if amp is None else resolve_half_dtype(amp, "amp").name
+
+
+def autocast_for(amp):
+    """The autocast region of a training step with ``amp_dtype`` ``amp`` (off for None)."""
+    return autocast(amp or "bfloat16", enabled=amp is not None)
+
+
+def make_scaler(amp, scaler=None) -> GradScaler:
+    """Loss scaling for float16 (``scaler`` when one is given, to carry its state on), else a disabled one."""
+    if amp != "float16":
+        return GradScaler(enabled=False)
+    return scaler if scaler is not None else GradScaler()
+
+
+def backward_scaled(scaler: GradScaler, loss) -> None:
+    """``scaler.scale(loss).backward()``; with loss scaling on, float16 overflows in the backward pass
+    are expected (the scaler skips that step), so numpy is not asked to warn of them."""
+    quiet = np.errstate(over="ignore", invalid="ignore") if scaler.is_enabled() else contextlib.nullcontext()
+    with quiet:
+        scaler.scale(loss).backward()
 
 
 def optimizer_state(optimizer) -> dict | None:

@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import backend, checkpoint, nn
 from .. import functional as F
+from ..amp import GradScaler
 from ..backend import Device, resolve_dtype
 from ..tensor import Tensor
 from . import training
@@ -84,6 +85,7 @@ class UNet(nn.Module):
             backend.require_cupy()
         self.seed = _seed(seed)
         self.optimizer = None  # set by fit() or load(); saved with the model
+        self.scaler = None     # the GradScaler of fit(amp="fp16"); saved with the model
         self._outputs = weakref.WeakValueDictionary()  # id -> output of forward(), for backward()'s check
         if self.input_size is not None:
             self.build(self.input_size)
@@ -160,19 +162,21 @@ class UNet(nn.Module):
 
     # ------------------------------------------------------------ training loops
     def fit(self, X, Y, epochs=10, batch_size=32, lr=1e-3, optimizer="adam", shuffle=True,
-            validation_data=None, verbose=True) -> dict:
+            validation_data=None, verbose=True, amp=None) -> dict:
         """Train on (X, Y) (examples along the first axis); returns the per-epoch ``loss`` (and ``val_loss``).
 
         ``optimizer`` is "adam", "sgd", "adamw" (created with ``lr``; one of
         the same kind left by an earlier fit or a checkpoint is continued) or
         an optimizer instance over this model's parameters. Shuffling draws
         from unet's seeded generator. ``verbose`` shows a progress bar per epoch.
+        ``amp="bf16"`` or ``"fp16"`` trains in mixed precision (``unet.amp.autocast``;
+        float16 with loss scaling); the parameters stay float32.
         """
         if not self.built and self.output_size is None:
             self.output_size = self.loss.output_size_for(np.asarray(Y) if not isinstance(Y, Tensor) else Y)
         return training.fit(self, X, Y, epochs=epochs, batch_size=batch_size, lr=lr,
                             optimizer=optimizer, shuffle=shuffle, validation_data=validation_data,
-                            verbose=verbose)
+                            verbose=verbose, amp=amp)
 
     def evaluate(self, X, Y, batch_size=32) -> float:
         """The mean loss on (X, Y), in eval mode, without a graph."""
@@ -192,9 +196,11 @@ class UNet(nn.Module):
                 "loss": self.loss.name, "dtype": self.dtype.name, "device": str(self.device)}
 
     def save(self, path) -> None:
-        """Write config, weights, optimizer state and unet's RNG state to ``path`` (see ``unet.save``)."""
+        """Write config, weights, optimizer and loss-scaler state and unet's RNG state to ``path``
+        (see ``unet.save``)."""
         checkpoint.save({"format": _FORMAT, "config": self.config, "model": self.state_dict(),
                          "optimizer": training.optimizer_state(self.optimizer),
+                         "scaler": None if self.scaler is None else self.scaler.state_dict(),
                          "rng": backend.random_state.get_state()}, path)
 
     @classmethod
@@ -215,6 +221,9 @@ class UNet(nn.Module):
         model.load_state_dict(state["model"])
         if state["optimizer"] is not None:
             model.optimizer = training.restore_optimizer(state["optimizer"], model.parameters())
+        if state.get("scaler") is not None:  # absent from checkpoints older than mixed precision
+            model.scaler = GradScaler()
+            model.scaler.load_state_dict(state["scaler"])
         if restore_rng:
             backend.random_state.set_state(state["rng"])
         return model

@@ -4,6 +4,8 @@ names, initialisation and call conventions, on the fused whole-sequence kernels
 
 Beyond torch: ``forward(x, hx, lengths=...)`` takes the lengths of a padded batch
 directly (``nn.utils.rnn.pack_padded_sequence`` wraps the same thing torch's way).
+Under ``unet.amp.autocast`` the inputs and weights are rounded to 16 bits, the float32
+kernel runs on them and the outputs are float32 (see ``unet.functional.rnn``).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import numbers
 import warnings
 
 from .. import functional as F
+from ..amp.autocast import dtypes_mix
 from ..functional.rnn import GATES, check_lengths
 from ..tensor import Tensor
 from . import init
@@ -108,7 +111,7 @@ class RNNBase(Module):
             layout = "(num_layers * num_directions, " + ("" if unbatched else "batch, ") + "size)"
             raise ValueError(f"{name}: expected shape {expected} {layout}"
                              f"{' for unbatched x' if unbatched else ''}, got {s.shape}")
-        if s.dtype != x.dtype or s.device != x.device:
+        if not dtypes_mix(s.dtype, x.dtype) or s.device != x.device:
             raise TypeError(f"{name}: expected {x.dtype} on {x.device} like x, got {s.dtype} on {s.device}")
         return s.unsqueeze(1) if unbatched else s
 
@@ -153,7 +156,7 @@ class RNNBase(Module):
             unbatched = x.ndim == 2
             x = x.unsqueeze(1) if unbatched else (x.transpose(0, 1) if self.batch_first else x)
         weight = self.weight_ih_l0
-        if x.dtype != weight.dtype or x.device != weight.device:
+        if not dtypes_mix(x.dtype, weight.dtype) or x.device != weight.device:
             raise TypeError(f"input: expected {weight.dtype} on {weight.device} like the weights, "
                             f"got {x.dtype} on {x.device}")
         if 0 in x.shape:
@@ -271,7 +274,7 @@ class RNNCellBase(Module):
         expected = (self.hidden_size,) if unbatched else (x.shape[0], self.hidden_size)
         if s.shape != expected:
             raise ValueError(f"{name}: expected shape {expected}, got {s.shape}")
-        if s.dtype != x.dtype or s.device != x.device:
+        if not dtypes_mix(s.dtype, x.dtype) or s.device != x.device:
             raise TypeError(f"{name}: expected {x.dtype} on {x.device} like input, got {s.dtype} on {s.device}")
         return s.unsqueeze(0) if unbatched else s
 
@@ -281,7 +284,7 @@ class RNNCellBase(Module):
         if input.ndim not in (1, 2) or input.shape[-1] != self.input_size or 0 in input.shape:
             raise ValueError(f"input: expected (batch, {self.input_size}) or ({self.input_size},), "
                              f"got shape {input.shape}")
-        if input.dtype != self.weight_ih.dtype or input.device != self.weight_ih.device:
+        if not dtypes_mix(input.dtype, self.weight_ih.dtype) or input.device != self.weight_ih.device:
             raise TypeError(f"input: expected {self.weight_ih.dtype} on {self.weight_ih.device} like the "
                             f"weights, got {input.dtype} on {input.device}")
         unbatched = input.ndim == 1

@@ -1,0 +1,278 @@
+// bfloat16 GEMM on AVX-512 BF16, blocked like gemm.cpp (Goto's algorithm):
+//
+//   for each NC-wide column block          B block packed once, shared by the threads
+//     for each KC-deep slice of k          A block (MC rows) packed per thread
+//       for each MR x NR tile of C         micro-kernel: MR x 2 zmm accumulators
+//
+// Packing stores each operand as pairs of consecutive k (two bfloat16 in 32 bits), the unit
+// vdpbf16ps multiplies: acc[j] += a(i,k) b(k,j) + a(i,k+1) b(k+1,j) for 16 columns j at a
+// time, with the A pair broadcast. An odd K is padded with a zero. Every C element is summed
+// slice by slice, pair by pair, whatever the thread count.
+#include "matmul_bf16.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "gemm.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace unet::cpu {
+namespace {
+
+constexpr int64_t KC = 256;   // k per slice (128 pairs): the B micro-panel, 16 KiB, in L1
+constexpr int64_t NC = 4096;  // columns per shared B block (2 MiB per slice)
+constexpr int64_t MC = 192;   // rows per A block (96 KiB per slice, in L2)
+// Tiles of MR x NR: 24 accumulators + 2 B vectors of the 32 zmm; 8-row tiles for a C of
+// few rows that they pad less (M = 16: no padding instead of 8 rows).
+constexpr int MR = 12, SHORT_MR = 8, NR = 32;
+constexpr double kParallelMinWork = 1 << 18;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+int thread_id() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+// op(X)(r, k) = data[r * row_stride + k * k_stride], as in gemm.h.
+struct Operand {
+  const uint16_t* data;
+  int64_t row_stride, k_stride;
+};
+
+#if defined(__x86_64__) || defined(__i386__)
+// dst[c * dst_stride + i] = the pair (src[i * src_stride + 2c], src[i * src_stride + 2c + 1])
+// for 16 rows i and 16 pairs c: a 16 x 16 transpose of 32-bit values in registers.
+__attribute__((target("avx512f"))) void transpose_pairs16(const uint16_t* src, int64_t src_stride,
+                                                           uint32_t* dst, int64_t dst_stride) {
+  __m512i r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(src + i * src_stride);
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  // Now r[4g + j] holds, in its 128-bit lane L, rows 4g..4g+3 of column 4L + j.
+  for (int j = 0; j < 4; ++j) {
+    const __m512i g01_even = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x88);  // lanes 0, 2 of g0, g1
+    const __m512i g01_odd = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xdd);   // lanes 1, 3
+    const __m512i g23_even = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0x88);
+    const __m512i g23_odd = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0xdd);
+    t[j] = _mm512_shuffle_i32x4(g01_even, g23_even, 0x88);
+    t[8 + j] = _mm512_shuffle_i32x4(g01_even, g23_even, 0xdd);
+    t[4 + j] = _mm512_shuffle_i32x4(g01_odd, g23_odd, 0x88);
+    t[12 + j] = _mm512_shuffle_i32x4(g01_odd, g23_odd, 0xdd);
+  }
+  for (int c = 0; c < 16; ++c) _mm512_storeu_si512(dst + c * dst_stride, t[c]);
+}
+#endif
+
+// Rows [r0, r0 + n) by k in [k0, k0 + kc) into panels of R rows, each panel pair-major:
+// dst[p * R + r] holds (k0 + 2p, k0 + 2p + 1) of row r, the first in the low half. Rows
+// past n and the pair past an odd kc are zero.
+void pack_pairs(const Operand& s, int64_t r0, int64_t n, int64_t k0, int64_t kc, int R,
+                uint32_t* dst) {
+  const int64_t pairs = ceil_div(kc, 2), full = kc / 2;
+  for (int64_t q = 0; q < n; q += R, dst += R * pairs) {
+    const int64_t rows = std::min<int64_t>(R, n - q);
+    if (rows < R || full < pairs) std::fill(dst, dst + R * pairs, 0u);
+    const uint16_t* base = s.data + (r0 + q) * s.row_stride + k0 * s.k_stride;
+    if (s.k_stride == 1) {  // rows run along k: a pair is 32 contiguous bits
+      int64_t done = 0;  // pairs packed by whole 16 x 16 blocks (full panels of B)
+#if defined(__x86_64__) || defined(__i386__)
+      if (rows == R && R % 16 == 0) {
+        for (; done + 16 <= full; done += 16)
+          for (int i0 = 0; i0 < R; i0 += 16)
+            transpose_pairs16(base + i0 * s.row_stride + 2 * done, s.row_stride, dst + done * R + i0, R);
+      }
+#endif
+      for (int64_t r = 0; r < rows; ++r) {
+        const uint16_t* row = base + r * s.row_stride;
+        for (int64_t p = done; p < full; ++p) dst[p * R + r] = row[2 * p] | uint32_t(row[2 * p + 1]) << 16;
+        if (full < pairs) dst[full * R + r] = row[2 * full];
+      }
+    } else {  // k runs across rows: interleave two of them
+      for (int64_t p = 0; p < pairs; ++p) {
+        const uint16_t* even = base + 2 * p * s.k_stride;
+        const uint16_t* odd = even + s.k_stride;
+        const bool has_odd = p < full;
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t off = r * s.row_stride;
+          dst[p * R + r] = even[off] | (has_odd ? uint32_t(odd[off]) << 16 : 0u);
+        }
+      }
+    }
+  }
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+// C[R x NR] (row stride ldc) = the sum over `pairs` of a's broadcast pairs times b's pairs,
+// added to C's old values when `accumulate`.
+template <int R>
+__attribute__((target("avx512f,avx512bf16"))) void microkernel(int64_t pairs, const uint32_t* a,
+                                                                const uint32_t* b, float* c,
+                                                                int64_t ldc, bool accumulate) {
+  __m512 acc[R][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p, a += R, b += NR) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b);
+    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + 16);
+#pragma GCC unroll 12
+    for (int i = 0; i < R; ++i) {
+      const __m512bh ai = (__m512bh)_mm512_set1_epi32(int(a[i]));
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
+    }
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < R; ++i) {
+    float* row = c + i * ldc;
+    if (accumulate) {
+      acc[i][0] = _mm512_add_ps(_mm512_loadu_ps(row), acc[i][0]);
+      acc[i][1] = _mm512_add_ps(_mm512_loadu_ps(row + 16), acc[i][1]);
+    }
+    _mm512_storeu_ps(row, acc[i][0]);
+    _mm512_storeu_ps(row + 16, acc[i][1]);
+  }
+}
+#endif
+
+bool detect() {
+  const char* env = std::getenv("UNET_CPU_ISA");
+  const std::string want = env ? env : "";
+  if (want == "avx2" || want == "generic") return false;
+#if defined(__x86_64__) || defined(__i386__)
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
+// One k slice for rows [i0, i0 + m) and the panels [q0, q1) of the column block at jc:
+// tiles of the packed A block (panels of R rows) times the packed B block, into C (added
+// unless `first`).
+template <int R>
+void multiply_panels(int64_t pairs, const uint32_t* a, int64_t m, const uint32_t* b_block,
+                     int64_t q0, int64_t q1, int64_t nc, float* C, int64_t ldc, int64_t i0,
+                     int64_t jc, bool first) {
+#if defined(__x86_64__) || defined(__i386__)
+  alignas(64) float edge[R * NR];  // a whole tile where C's edge cuts one
+  for (int64_t q = q0; q < q1; ++q) {
+    const int64_t j0 = q * NR, n = std::min<int64_t>(NR, nc - j0);
+    for (int64_t ir = 0; ir < m; ir += R) {
+      const int64_t mr = std::min<int64_t>(R, m - ir);
+      float* c = C + (i0 + ir) * ldc + jc + j0;
+      if (mr == R && n == NR) {
+        microkernel<R>(pairs, a + ir * pairs, b_block + j0 * pairs, c, ldc, !first);
+        continue;
+      }
+      microkernel<R>(pairs, a + ir * pairs, b_block + j0 * pairs, edge, NR, false);
+      for (int64_t r = 0; r < mr; ++r)
+        for (int64_t j = 0; j < n; ++j)
+          c[r * ldc + j] = first ? edge[r * NR + j] : c[r * ldc + j] + edge[r * NR + j];
+    }
+  }
+#else
+  (void)pairs, (void)a, (void)m, (void)b_block, (void)q0, (void)q1, (void)nc, (void)C, (void)ldc,
+      (void)i0, (void)jc, (void)first;
+#endif
+}
+
+}  // namespace
+
+bool bf16_kernel_available() {
+  static const bool available = detect();
+  return available;
+}
+
+const char* bf16_kernel_isa() { return bf16_kernel_available() ? "avx512bf16" : "generic"; }
+
+void bf16_gemm(int64_t M, int64_t N, int64_t K, const uint16_t* a, int64_t lda, bool trans_a,
+               const uint16_t* b, int64_t ldb, bool trans_b, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K == 0) {
+    for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
+    return;
+  }
+  // gemm.h's addressing: A(i,k) and B(j,k).
+  const Operand A = trans_a ? Operand{a, 1, lda} : Operand{a, lda, 1};
+  const Operand B = trans_b ? Operand{b, ldb, 1} : Operand{b, 1, ldb};
+
+  const double flops = double(M) * double(N) * double(K);
+  const int nt = flops < kParallelMinWork ? 1 : max_threads();
+  const bool short_tiles = M <= MC && ceil_div(M, SHORT_MR) * SHORT_MR < ceil_div(M, MR) * MR;
+  const int R = short_tiles ? SHORT_MR : MR;
+  // Threads share out row blocks of about MC rows, a multiple of nt of them holding the
+  // R-row tiles evenly (block ib: tiles [tiles * ib / n, tiles * (ib + 1) / n)), each
+  // block's columns cut in n_splits parts when there are fewer blocks than threads. Which
+  // thread computes a tile changes no result.
+  const int64_t tiles = ceil_div(M, R);
+  const int64_t n_iblocks = std::min(ceil_div(ceil_div(M, MC), nt) * nt, tiles);
+  const int64_t n_splits = n_iblocks < nt ? ceil_div(nt, n_iblocks) : 1;
+  auto block_row = [&](int64_t ib) { return std::min(tiles * ib / n_iblocks * R, M); };
+  const int64_t mc_max = ceil_div(tiles, n_iblocks) * R;
+  const int64_t kp_max = ceil_div(std::min(K, KC), 2);
+
+  // Allocate before the parallel region: nothing may throw inside it.
+  auto b_pack = aligned_array<uint32_t>(ceil_div(std::min(N, NC), NR) * NR * kp_max);
+  auto a_pack = aligned_array<uint32_t>(nt * mc_max * kp_max);
+
+#pragma omp parallel num_threads(nt)
+  {
+    uint32_t* a_mine = a_pack.get() + thread_id() * mc_max * kp_max;
+    for (int64_t jc = 0; jc < N; jc += NC) {
+      const int64_t nc = std::min(NC, N - jc), n_panels = ceil_div(nc, NR);
+      for (int64_t pc = 0; pc < K; pc += KC) {
+        const int64_t kc = std::min(KC, K - pc), pairs = ceil_div(kc, 2);
+#pragma omp for schedule(static)
+        for (int64_t q = 0; q < n_panels; ++q)
+          pack_pairs(B, jc + q * NR, std::min<int64_t>(NR, nc - q * NR), pc, kc, NR,
+                     b_pack.get() + q * NR * pairs);
+        // (implicit barrier: the B block is complete)
+        int64_t packed_block = -1;
+#pragma omp for schedule(static)
+        for (int64_t item = 0; item < n_iblocks * n_splits; ++item) {
+          const int64_t ib = item / n_splits, split = item % n_splits;
+          const int64_t i0 = block_row(ib), m = block_row(ib + 1) - i0;
+          if (ib != packed_block) {
+            pack_pairs(A, i0, m, pc, kc, R, a_mine);
+            packed_block = ib;
+          }
+          const int64_t q0 = n_panels * split / n_splits, q1 = n_panels * (split + 1) / n_splits;
+          if (short_tiles)
+            multiply_panels<SHORT_MR>(pairs, a_mine, m, b_pack.get(), q0, q1, nc, C, ldc, i0, jc, pc == 0);
+          else
+            multiply_panels<MR>(pairs, a_mine, m, b_pack.get(), q0, q1, nc, C, ldc, i0, jc, pc == 0);
+        }
+        // (implicit barrier: nobody still reads the B block the next slice overwrites)
+      }
+    }
+  }
+}
+
+}  // namespace unet::cpu
