@@ -4,6 +4,7 @@ Light ops run through the array module; the heavy ones (the fused linear
 kernel, the fused whole-sequence recurrent kernels, and the convolutions to come) call ``unet._C``.
 """
 from .activation import gelu, leaky_relu, log_softmax, relu, sigmoid, softmax, tanh
+from .conv import conv1d, conv2d, conv_transpose1d, conv_transpose2d
 from .dropout import dropout
 from .embedding import embedding
 from .linear import linear
@@ -20,4 +21,5 @@ __all__ = [
     "nll_loss", "layer_norm", "rnn", "cat", "concat", "split", "stack", "where",
     "batch_norm", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "adaptive_max_pool1d",
     "adaptive_max_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "interpolate",
+    "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d",
 ]

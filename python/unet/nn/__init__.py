@@ -1,6 +1,7 @@
 """Layers, losses and initialisers, with torch.nn's names, arguments and parameter names."""
 from . import init
 from .containers import ModuleList, Sequential
+from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
 from .layers import (GELU, BatchNorm1d, BatchNorm2d, Dropout, Embedding, Identity, LayerNorm, LeakyReLU, Linear,
                      LogSoftmax, ReLU, Sigmoid, Softmax, Tanh)
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
@@ -17,4 +18,5 @@ __all__ = [
     "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell", "utils",
     "BatchNorm1d", "BatchNorm2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveMaxPool1d",
     "AdaptiveMaxPool2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "Upsample",
+    "Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d",
 ]
