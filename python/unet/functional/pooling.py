@@ -440,7 +440,8 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         gathered = x.reshape(x.shape[:2] + (-1,))[:, :, _constant(flat.reshape(-1), x).data]
         return gathered.reshape(x.shape[:2] + out)
     dtype = _accumulator(x.dtype)
-    matrices = [None if (length == o and f in (None, 1.0)) else _linear_matrix(length, o, f, align_corners, dtype)
+    # an axis that keeps its size is copied whatever the factor (torch's rule, as for nearest)
+    matrices = [None if length == o else _linear_matrix(length, o, f, align_corners, dtype)
                 for length, o, f in zip(spatial, out, factors)]
     y = _along_axes(x if dtype == x.dtype else x.to(dtype), matrices)
     return y if y.dtype == x.dtype else y.to(x.dtype)
