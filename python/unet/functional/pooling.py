@@ -21,18 +21,10 @@ from ..autograd import Function
 from ..backend import array_module
 from ..ops import scatter_add
 from ..tensor import Tensor
+from .conv import _ints
 
 
 # ---------------------------------------------------------------- argument checks
-
-def _ints(name, value, n, minimum):
-    """``value`` (an int or a sequence of n ints, each >= minimum) as a tuple of n ints."""
-    items = (value,) * n if isinstance(value, numbers.Integral) else value
-    if not isinstance(items, (tuple, list)) or len(items) != n or any(
-            isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum for v in items):
-        raise ValueError(f"{name}: expected an int >= {minimum} or a tuple of {n} of them, got {value!r}")
-    return tuple(int(v) for v in items)
-
 
 def _spatial_input(x, n, what):
     """Check ``x`` is a floating (C, *spatial) or (N, C, *spatial) Tensor; return it batched and whether it was."""
