@@ -4,8 +4,8 @@
 // cut into tiles of Pt, so that one GEMM covers many images when the images are small (a
 // sentence of 50 words) and the workspace stays bounded when they are large. Per group and
 // tile:
-//   forward          col[K, Pt] = im2col(x);  tile[C_out_g, Pt] = W_g col;  then bias,
-//                    preact and act on the way from the tile into out (NCHW)
+//   forward          col[K, Pt] = im2col(x);  tile[Pt, C_out_g] = col^T W_g^T + bias (W_g
+//                    packed once);  preact and act on the way from the tile into out (NCHW)
 //   backward-data    gt[C_out_g, Pt] = gathered g;  col = W_g^T gt;  col2im adds col into grad_x
 //   backward-weight  col = im2col(x);  grad_W_g += gt col^T  (tiles added in order)
 // Depthwise convolutions (one input channel per group) have nothing to multiply as a
@@ -47,6 +47,9 @@ int thread_id() {
 
 // Workspace budget of one tile (elements): col + gathered gradient or output tile.
 constexpr int64_t kTileElements = int64_t(1) << 20;
+// The forward pass's per-thread budget (col, its packed copy, the output tile): about a
+// core's L2, so that a tile goes from im2col through the GEMM to out without leaving it.
+constexpr int64_t kThreadTileBytes = int64_t(1) << 20;
 // Fewer positions than this per tile make the GEMMs too thin to run well.
 constexpr int64_t kMinTilePositions = 64;
 // Below this many elements a pass is not worth a thread team.
@@ -69,9 +72,10 @@ struct Run {
   int64_t n, oy, ox0, ox1, col;
 };
 
-// The runs that make up the positions [q0, q1).
-std::vector<Run> runs_of(int64_t q0, int64_t q1, int64_t H_out, int64_t W_out) {
-  std::vector<Run> runs;
+// The runs that make up the positions [q0, q1), into `runs` (which never needs more than
+// q1 - q0 entries: reserve them, and this allocates nothing).
+void runs_of(int64_t q0, int64_t q1, int64_t H_out, int64_t W_out, std::vector<Run>& runs) {
+  runs.clear();
   const int64_t P = H_out * W_out;
   for (int64_t q = q0; q < q1;) {
     const int64_t n = q / P, p = q % P, oy = p / W_out, ox = p % W_out;
@@ -79,7 +83,6 @@ std::vector<Run> runs_of(int64_t q0, int64_t q1, int64_t H_out, int64_t W_out) {
     runs.push_back({n, oy, ox, ox + len, q - q0});
     q += len;
   }
-  return runs;
 }
 
 // The tile geometry shared by the passes of one group.
@@ -153,23 +156,27 @@ void col2im(const Tile& t, const T* col, T* grad_x) {
   }
 }
 
-// out = act(tile + bias) (and preact = tile + bias) for the tile's output channels.
+// out = act(z) and preact = z for the tile's output channels, z = tile[col, c] (the bias
+// is already in). Runs are disjoint pieces of out: threads take whole runs.
 template <typename T>
 void store_output(const Tile& t, const ConvForwardArgs<T>& a, const T* tile) {
   const ConvGeometry& g = t.g;
-  const int64_t Cog = g.C_out_group();
+  const int64_t Cog = g.C_out_group(), n_runs = static_cast<int64_t>(t.runs->size());
 #pragma omp parallel for schedule(static) if (Cog * t.positions > kParallelMinElements)
-  for (int64_t c = 0; c < Cog; ++c) {
-    const int64_t co = t.group * Cog + c;
-    const T b = a.bias ? a.bias[co] : T(0);
-    for (const Run& r : *t.runs) {
+  for (int64_t ri = 0; ri < n_runs; ++ri) {
+    const Run& r = (*t.runs)[ri];
+    const int64_t len = r.ox1 - r.ox0;
+    for (int64_t c = 0; c < Cog; ++c) {
+      const int64_t co = t.group * Cog + c;
       const int64_t offset = ((r.n * g.C_out + co) * t.H_out + r.oy) * t.W_out + r.ox0;
-      const T* src = tile + c * t.Pt + r.col;
-      const int64_t len = r.ox1 - r.ox0;
+      const T* src = tile + r.col * Cog + c;
       if (a.preact)
-        for (int64_t i = 0; i < len; ++i) a.preact[offset + i] = src[i] + b;
+        for (int64_t i = 0; i < len; ++i) a.preact[offset + i] = src[i * Cog];
       T* dst = a.out + offset;
-      for (int64_t i = 0; i < len; ++i) dst[i] = activation_forward(a.act, src[i] + b);
+      if (a.act == Activation::None)
+        for (int64_t i = 0; i < len; ++i) dst[i] = src[i * Cog];
+      else
+        for (int64_t i = 0; i < len; ++i) dst[i] = activation_forward(a.act, src[i * Cog]);
     }
   }
 }
@@ -209,7 +216,8 @@ void for_each_tile(const ConvGeometry& g, int64_t group, int64_t Pt, Fn&& fn) {
   const int64_t H_out = g.H_out(), W_out = g.W_out(), total = g.N * H_out * W_out;
   for (int64_t q0 = 0; q0 < total; q0 += Pt) {
     const int64_t q1 = std::min(total, q0 + Pt);
-    const std::vector<Run> runs = runs_of(q0, q1, H_out, W_out);
+    std::vector<Run> runs;
+    runs_of(q0, q1, H_out, W_out, runs);
     fn(Tile{g, group, H_out, W_out, Pt, &runs, q1 - q0});
   }
 }
@@ -369,18 +377,46 @@ template <typename T>
 void conv_forward(const ConvForwardArgs<T>& a) {
   const ConvGeometry& g = a.geo;
   if (is_depthwise(g)) return depthwise_forward(a);
-  const int64_t K = g.K(), Cog = g.C_out_group();
-  const int64_t Pt = tile_positions(g.N * g.H_out() * g.W_out(), K + Cog);
-  auto col = aligned_array<T>(K * Pt);
-  auto tile = aligned_array<T>(Cog * Pt);
-  for (int64_t group = 0; group < g.groups; ++group)
-    for_each_tile(g, group, Pt, [&](const Tile& t) {
-      im2col(t, a.x, col.get());
-      // tile[c, j] = sum_k W_g[c, k] col[k, j]
-      gemm<T>(Cog, t.positions, K, {a.weight + group * Cog * K, K, 1}, {col.get(), 1, Pt},
-              tile.get(), Pt);
-      store_output(t, a, tile.get());
-    });
+  const int64_t K = g.K(), Cog = g.C_out_group(), H_out = g.H_out(), W_out = g.W_out();
+  const int64_t total = g.N * H_out * W_out;
+  // Threads take whole tiles: each runs im2col, packs the tile, multiplies it by the packed
+  // filters and stores it, alone and in its own workspace; every output element comes from
+  // one tile, so the thread count changes nothing.
+  constexpr int64_t kMaxMr = 16;  // packed_rows_size(m, K) <= (m + kMaxMr) * K for every m
+  const int64_t Pt = std::clamp<int64_t>(kThreadTileBytes / int64_t(sizeof(T)) / (2 * K + Cog),
+                                         kMinTilePositions, std::max<int64_t>(total, 1));
+  const int64_t n_tiles = ceil_div(total, Pt);
+  const double work = double(total) * double(K) * double(Cog);
+  const int nt = work < double(kParallelMinElements) * 8 ? 1
+                                                          : int(std::min<int64_t>(max_threads(), n_tiles));
+  const int64_t col_size = K * Pt, packed_size = (Pt + kMaxMr) * K, tile_size = Pt * Cog;
+  const int64_t per_thread = col_size + packed_size + tile_size;
+  auto workspace = aligned_array<T>(nt * per_thread);
+  std::vector<std::vector<Run>> runs(nt);
+  for (auto& r : runs) r.reserve(Pt);
+  for (int64_t group = 0; group < g.groups; ++group) {
+    // Positions are the GEMM's rows and the group's filters its columns (packed once), so
+    // the bias rides in the GEMM's epilogue: tile[j, c] = sum_k col[k, j] W_g[c, k] + b[c].
+    const PackedOperand<T> w = pack_operand<T>(Cog, K, {a.weight + group * Cog * K, K, 1});
+    const GemmEpilogue<T> bias{a.bias ? a.bias + group * Cog : nullptr};
+#pragma omp parallel num_threads(nt)
+    {
+      const int id = thread_id();
+      T* col = workspace.get() + id * per_thread;
+      T* packed = col + col_size;
+      T* tile = packed + packed_size;
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < n_tiles; ++i) {
+        const int64_t q0 = i * Pt, q1 = std::min(total, q0 + Pt), m = q1 - q0;
+        runs_of(q0, q1, H_out, W_out, runs[id]);
+        const Tile t{g, group, H_out, W_out, Pt, &runs[id], m};
+        im2col(t, a.x, col);
+        pack_rows<T>(m, K, {col, 1, Pt}, packed);
+        gemm_packed_columns<T>(m, packed, w, 0, Cog, tile, Cog, bias);
+        store_output(t, a, tile);
+      }
+    }
+  }
 }
 
 template <typename T>
