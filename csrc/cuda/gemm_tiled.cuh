@@ -47,9 +47,11 @@ constexpr int kBN = 64, kBK = 16, kTN = 4, kThreads = 256;
 constexpr int kThreadsX = kBN / kTN;             // 16 column groups
 constexpr int kThreadsY = kThreads / kThreadsX;  // 16 row groups
 
-template <typename T, int BM, bool A_T, bool B_T, class Epilogue>
+// OpA and OpB: Operand<T>, or any type with the same load(r, c) (an implicit im2col: the
+// convolutions of cuda/conv.cu).
+template <typename T, int BM, bool A_T, bool B_T, class OpA, class OpB, class Epilogue>
 __global__ void __launch_bounds__(kThreads)
-    gemm_tiled_kernel(int64_t M, int64_t N, int64_t K, Operand<T> A, Operand<T> B, Epilogue epi) {
+    gemm_tiled_kernel(int64_t M, int64_t N, int64_t K, OpA A, OpB B, Epilogue epi) {
   constexpr int TM = BM / kThreadsY;
   static_assert(BM % kThreadsY == 0 && BM * kBK % kThreads == 0, "row tile must divide evenly");
   static_assert(kBK * kBN % kThreads == 0, "column tile must divide evenly");
@@ -118,18 +120,18 @@ inline void check(cudaError_t err, const char* what) {
     throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
 }
 
-template <typename T, int BM, bool A_T, bool B_T, class Epilogue>
-void launch_bm(int64_t M, int64_t N, int64_t K, const Operand<T>& A, const Operand<T>& B,
+template <typename T, int BM, bool A_T, bool B_T, class OpA, class OpB, class Epilogue>
+void launch_bm(int64_t M, int64_t N, int64_t K, const OpA& A, const OpB& B,
                const Epilogue& epi, cudaStream_t stream, const char* what) {
   const dim3 grid(static_cast<unsigned>(ceil_div(M, BM)), static_cast<unsigned>(ceil_div(N, kBN)));
-  gemm_tiled_kernel<T, BM, A_T, B_T, Epilogue><<<grid, kThreads, 0, stream>>>(M, N, K, A, B, epi);
+  gemm_tiled_kernel<T, BM, A_T, B_T, OpA, OpB, Epilogue><<<grid, kThreads, 0, stream>>>(M, N, K, A, B, epi);
   check(cudaGetLastError(), what);
 }
 
 // Any M, N, K (K = 0 too: every element gets epilogue(i, j, 0)). The row tile follows M:
 // 16 or 32 rows for the small batch-sized products, 64 otherwise.
-template <typename T, bool A_T, bool B_T, class Epilogue>
-void launch(int64_t M, int64_t N, int64_t K, const Operand<T>& A, const Operand<T>& B,
+template <typename T, bool A_T, bool B_T, class OpA, class OpB, class Epilogue>
+void launch(int64_t M, int64_t N, int64_t K, const OpA& A, const OpB& B,
             const Epilogue& epi, cudaStream_t stream, const char* what) {
   if (M <= 0 || N <= 0) return;
   // Row tiles go on grid.x (up to 2^31 - 1), column tiles on grid.y (up to 65535).
