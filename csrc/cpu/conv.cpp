@@ -46,7 +46,7 @@ int thread_id() {
 }
 
 // Workspace budget of one tile (elements): col + gathered gradient or output tile.
-constexpr int64_t kTileElements = int64_t(1) << 20;
+constexpr int64_t kTileElements = int64_t(1) << 18;
 // The forward pass's per-thread budget (col, its packed copy, the output tile): about a
 // core's L2, so that a tile goes from im2col through the GEMM to out without leaving it.
 constexpr int64_t kThreadTileBytes = int64_t(1) << 20;
