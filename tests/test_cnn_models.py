@@ -230,3 +230,54 @@ def test_digits_example_reaches_97_percent():
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     assert example.train(progress=False) >= 0.97
+
+
+# ---------------------------------------------------------------- `unet train --model textcnn`
+
+def cli(capsys, monkeypatch, *argv, stdin=None):
+    import io
+    import sys
+
+    from unet.cli import main
+
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_trains_resumes_and_predicts_with_text_cnn(tmp_path, capsys, monkeypatch):
+    rng = np.random.default_rng(0)
+    good, bad, neutral = ["good", "great", "fine"], ["bad", "awful", "poor"], ["the", "film", "was", "very", "a"]
+    lines = []
+    for _ in range(120):
+        label = int(rng.integers(2))
+        words = list(rng.choice(good if label else bad, 2)) + list(rng.choice(neutral, int(rng.integers(1, 6))))
+        lines.append(" ".join(rng.permutation(words)) + "\t" + ("pos" if label else "neg"))
+    data = tmp_path / "reviews.tsv"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "run"
+    common = ["--task", "classify", "--model", "textcnn", "--data", str(data), "--out", str(out), "--embedding",
+              "16", "--batch-size", "16", "--lr", "0.01", "--epochs", "4", "--no-progress"]
+    code, stdout, stderr = cli(capsys, monkeypatch, "train", *common, "--stop-after", "2")
+    assert code == 0, stderr
+    assert "TextCNN (kernel sizes [3, 4, 5], 100 maps each, embedding 16)" in stdout
+    code, stdout, stderr = cli(capsys, monkeypatch, "train", "--resume", "--out", str(out), "--no-progress")
+    assert code == 0, stderr
+    assert "resuming" in stdout and "epoch 4/4" in stdout
+    accuracy = float(stdout.split("done: held-out accuracy ")[1].split("%")[0])
+    assert accuracy >= 90
+    code, stdout, stderr = cli(capsys, monkeypatch, "predict", "--checkpoint", str(out),
+                               stdin="a great film\nawful , very poor\n")
+    assert code == 0, stderr
+    assert stdout.split() == ["pos", "neg"]
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--task", "lm", "--data", "x", "--model", "textcnn"], "--model: only the classify task"),
+    (["--task", "classify", "--data", "x", "--model", "textcnn", "--hidden", "8"], "--hidden: set the recurrent"),
+])
+def test_cli_model_option_mistakes_exit_2(argv, expected, tmp_path, capsys, monkeypatch):
+    code, _, stderr = cli(capsys, monkeypatch, "train", *argv, "--out", str(tmp_path / "o"))
+    assert code == 2 and expected in stderr
