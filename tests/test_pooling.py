@@ -268,3 +268,36 @@ def test_output_too_small_is_named():
 def test_bad_arguments_are_named(call, error, match):
     with pytest.raises(error, match=match):
         call(unet.zeros(2, 3, 8))
+
+
+# ---------------------------------------------------------------- the same ops on CuPy arrays
+
+GPU_CASES = [
+    ("max_pool2d", lambda t: F.max_pool2d(t, 3, 2, 1, 1, True, True), (2, 3, 9, 8)),
+    ("avg_pool1d", lambda t: F.avg_pool1d(t, 4, 3, 2, True, False), (2, 3, 13)),
+    ("adaptive_max_pool2d", lambda t: F.adaptive_max_pool2d(t, (3, 5), True), (2, 3, 7, 9)),
+    ("adaptive_avg_pool1d", lambda t: F.adaptive_avg_pool1d(t, 4), (2, 3, 13)),
+    ("nearest", lambda t: F.interpolate(t, scale_factor=1.7), (2, 3, 5, 6)),
+    ("bilinear", lambda t: F.interpolate(t, size=(8, 11), mode="bilinear", align_corners=True), (2, 3, 5, 6)),
+    ("batch_norm", lambda t: nn.BatchNorm2d(3).to(t.device).to(t.dtype)(t), (4, 3, 5, 6)),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,fn,shape", GPU_CASES, ids=[c[0] for c in GPU_CASES])
+def test_cuda_arrays_match_the_cpu(name, fn, shape):
+    """Every op is array-module code: on CuPy arrays it must give the numpy path's values and gradients."""
+    x = data(shape, np.float64, seed=5)
+    results = []
+    for device in ("cpu", "cuda"):
+        t = unet.tensor(x, device=device, requires_grad=True)
+        out = fn(t)
+        values, extra = (out[0], out[1].cpu().numpy()) if isinstance(out, tuple) else (out, None)
+        assert values.device == t.device
+        values.backward(unet.tensor(data(values.shape, np.float64, seed=6), device=device))
+        results.append((values.cpu().numpy(), extra, t.grad.cpu().numpy()))
+    (v_cpu, i_cpu, g_cpu), (v_gpu, i_gpu, g_gpu) = results
+    np.testing.assert_allclose(v_gpu, v_cpu, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(g_gpu, g_cpu, rtol=1e-12, atol=1e-12)
+    if i_cpu is not None:
+        np.testing.assert_array_equal(i_gpu, i_cpu)

@@ -263,8 +263,9 @@ def _adaptive_matrix(length, out, dtype):
     return (inside / (end - start)[:, None]).astype(dtype)
 
 
-def _constant(array, like: Tensor) -> Tensor:
-    return Tensor._wrap(backend.to_device(np.ascontiguousarray(array), like.device))
+def _on_device(array, like: Tensor):
+    """A host-built constant (index or weight array) on ``like``'s device."""
+    return backend.to_device(np.ascontiguousarray(array), like.device)
 
 
 def _along_axes(x, matrices):
@@ -273,7 +274,7 @@ def _along_axes(x, matrices):
     for axis, matrix in enumerate(reversed(matrices)):
         if matrix is None:
             continue
-        m = _constant(matrix, x)
+        m = Tensor._wrap(_on_device(matrix, x))
         if axis == 0:
             y = y @ m.T
         else:  # axis -2: (out, in) @ (..., in, W')
@@ -336,7 +337,7 @@ def _adaptive_max(n, x, output_size, return_indices):
         shape = [1] * 2 * n
         shape[j], shape[n + j] = o, width
         index = index + along.reshape(shape) * int(np.prod(spatial[j + 1:], dtype=np.int64))
-    flat = _constant(index.reshape(out + (-1,)), x).data
+    flat = _on_device(index.reshape(out + (-1,)), x)
     return _with_indices(*_IndexedMax.apply(x, flat, n), batched, return_indices)
 
 
@@ -429,7 +430,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         flat = np.zeros((), dtype=np.int64)
         for j, (length, o, f) in enumerate(zip(spatial, out, factors)):
             flat = flat[..., None] * length + _nearest_index(length, o, f)
-        gathered = x.reshape(x.shape[:2] + (-1,))[:, :, _constant(flat.reshape(-1), x).data]
+        gathered = x.reshape(x.shape[:2] + (-1,))[:, :, _on_device(flat.reshape(-1), x)]
         return gathered.reshape(x.shape[:2] + out)
     dtype = _accumulator(x.dtype)
     # an axis that keeps its size is copied whatever the factor (torch's rule, as for nearest)
