@@ -1,7 +1,7 @@
 """Train unet's ImageCNN on scikit-learn's handwritten digits (8x8 images, bundled: no download).
 
     pip install 'unet[examples]'      # scikit-learn
-    python examples/train_digits.py   # about 98% test accuracy in a few seconds on a CPU
+    python examples/train_digits.py   # 99% held-out accuracy, about 6 s of CPU time
 
 A quarter of the 1,797 images (stratified, seeded) is held out; the rest trains the model
 with Adam. Each epoch shows a progress bar and ends with the held-out accuracy.

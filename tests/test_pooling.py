@@ -108,10 +108,11 @@ def test_avg_pool2d_divisor_override():
 
 
 def test_max_pool_ties_and_nan_pick_like_torch():
-    """Ties: the first maximum in the window takes the index and the gradient; NaN propagates."""
-    x = np.array([[[1.0, 3.0, 3.0, 0.0, 2.0, 2.0, np.nan, 1.0]]])
-    yu, iu = F.max_pool1d(unet.tensor(x), 2, 1, return_indices=True)
-    yt, it = TF.max_pool1d(torch.tensor(x), 2, 1, return_indices=True)
+    """Ties: the first maximum in the window takes the index and the gradient; NaN propagates (the last
+    NaN of a window takes the index, as in torch's scan)."""
+    x = np.array([[[1.0, 3.0, 3.0, 0.0, 2.0, 2.0, np.nan, 1.0, np.nan, 5.0]]])
+    yu, iu = F.max_pool1d(unet.tensor(x), 3, 1, return_indices=True)
+    yt, it = TF.max_pool1d(torch.tensor(x), 3, 1, return_indices=True)
     np.testing.assert_array_equal(yu.numpy(), yt.numpy())
     np.testing.assert_array_equal(iu.numpy(), it.numpy())
     ties = np.array([[[1.0, 3.0, 3.0, 0.0, 2.0, 2.0]]])

@@ -111,17 +111,15 @@ class _Windows:
         return padded[crop]
 
     def flat_index(self, arg, xp):
-        """Where offset number ``arg`` (output-shaped ints) of each window lies in the flattened input plane."""
-        index = xp.zeros(arg.shape, dtype=np.int64)
-        rest = arg.astype(np.int64)
-        for j in reversed(range(self.n)):
-            rest, o = divmod(rest, self.kernel[j])
-            shape = [1] * arg.ndim
-            shape[arg.ndim - self.n + j] = self.out[j]
-            start = (xp.arange(self.out[j], dtype=np.int64) * self.stride[j] - self.padding[j]).reshape(shape)
-            plane = int(np.prod(self.spatial[j + 1:], dtype=np.int64))
-            index += (start + o * self.dilation[j]) * plane
-        return index
+        """Where offset number ``arg`` (output-shaped ints) of each window lies in the flattened input plane:
+        the window's start (a small per-position table) plus the offset's displacement."""
+        planes = [int(np.prod(self.spatial[j + 1:], dtype=np.int64)) for j in range(self.n)]
+        start = np.zeros((), dtype=np.int64)
+        for o, s, p, plane in zip(self.out, self.stride, self.padding, planes):
+            start = start[..., None] + (np.arange(o) * s - p) * plane
+        shift = np.array([sum(k * d * plane for k, d, plane in zip(offset, self.dilation, planes))
+                          for offset in self.offsets()], dtype=np.int64)
+        return backend.to_device(start, backend.device_of(arg)) + backend.to_device(shift, backend.device_of(arg))[arg]
 
 
 class _MaxPool(Function):
@@ -132,9 +130,16 @@ class _MaxPool(Function):
         xp = array_module(x)
         self.windows, self.shape = windows, x.shape
         padded = windows.pad(x, -np.inf)
-        stacked = xp.stack([padded[windows.window(o)] for o in windows.offsets()], axis=-1)
-        self.arg = stacked.argmax(axis=-1)  # the first maximum, as torch's; a NaN wins, as in torch
-        values = xp.take_along_axis(stacked, self.arg[..., None], axis=-1)[..., 0]
+        offsets = windows.offsets()
+        values = padded[windows.window(offsets[0])].copy()
+        self.arg = xp.zeros(values.shape, dtype=np.int32)
+        better = xp.empty(values.shape, dtype=bool)
+        for i, offset in enumerate(offsets[1:], 1):  # torch's scan: a larger value or any NaN takes over
+            candidate = padded[windows.window(offset)]
+            better = xp.greater(candidate, values, out=better)
+            better |= xp.isnan(candidate)
+            xp.copyto(values, candidate, where=better)
+            xp.copyto(self.arg, i, where=better)
         return values, windows.flat_index(self.arg, xp)
 
     def backward(self, g, _):
