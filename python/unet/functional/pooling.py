@@ -268,9 +268,10 @@ def _adaptive_matrix(length, out, dtype):
     return (inside / (end - start)[:, None]).astype(dtype)
 
 
-def _on_device(array, like: Tensor):
-    """A host-built constant (index or weight array) on ``like``'s device."""
-    return backend.to_device(np.ascontiguousarray(array), like.device)
+def _on_device(array, like):
+    """A host-built constant (index or weight array) on the device of ``like`` (a Tensor or an array)."""
+    return backend.to_device(np.ascontiguousarray(array), like.device if isinstance(like, Tensor)
+                             else backend.device_of(like))
 
 
 def _along_axes(x, matrices):
@@ -399,6 +400,33 @@ def _linear_matrix(length, out, factor, align_corners, dtype):
     return matrix.astype(dtype)
 
 
+class _NearestAxis(Function):
+    """``x.take(index, axis)`` for a non-decreasing host ``index`` (nearest resampling along one axis).
+
+    Backward adds each output's gradient to its source. The outputs that share a source are a
+    run; the j-th member of every run has a distinct source, so the sum is a few plain indexed
+    additions (as many as the longest run), not a scatter.
+    """
+    saves_inputs = False
+
+    def forward(self, x, index, axis):
+        self.shape, self.axis = x.shape, axis
+        first = np.searchsorted(index, index, side="left")  # where each output's run starts
+        rank = np.arange(len(index)) - first
+        # per rank j: (outputs, their distinct sources), as device index arrays
+        self.groups = [(_on_device(np.flatnonzero(rank == j), x), _on_device(index[rank == j], x))
+                       for j in range(int(rank.max()) + 1)]
+        return array_module(x).take(x, _on_device(index, x), axis=axis)
+
+    def backward(self, g):
+        xp = array_module(g)
+        grad = xp.zeros(self.shape, dtype=g.dtype)
+        lead = (slice(None),) * self.axis
+        for outputs, sources in self.groups:
+            grad[lead + (sources,)] += g[lead + (outputs,)]
+        return grad
+
+
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None):
     """Resize (N, C, L) or (N, C, H, W) to ``size`` or by ``scale_factor``: 'nearest', 'linear' (3-D),
@@ -432,11 +460,11 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         if recompute_scale_factor is not None and _flag("recompute_scale_factor", recompute_scale_factor):
             factors = (None,) * n  # coordinates from the sizes, not the given factor
     if mode == "nearest":
-        flat = np.zeros((), dtype=np.int64)
-        for j, (length, o, f) in enumerate(zip(spatial, out, factors)):
-            flat = flat[..., None] * length + _nearest_index(length, o, f)
-        gathered = x.reshape(x.shape[:2] + (-1,))[:, :, _on_device(flat.reshape(-1), x)]
-        return gathered.reshape(x.shape[:2] + out)
+        y = x
+        for axis, (length, o, f) in enumerate(zip(spatial, out, factors), start=2):
+            if o != length:
+                y = _NearestAxis.apply(y, _nearest_index(length, o, f), axis)
+        return y
     dtype = _accumulator(x.dtype)
     # an axis that keeps its size is copied whatever the factor (torch's rule, as for nearest)
     matrices = [None if length == o else _linear_matrix(length, o, f, align_corners, dtype)
