@@ -414,7 +414,7 @@ class _NearestAxis(Function):
         first = np.searchsorted(index, index, side="left")  # where each output's run starts
         rank = np.arange(len(index)) - first
         # per rank j: (outputs, their distinct sources), as device index arrays
-        self.groups = [(_on_device(np.flatnonzero(rank == j), x), _on_device(index[rank == j], x))
+        self.groups = [(_indexer(np.flatnonzero(rank == j), x), _indexer(index[rank == j], x))
                        for j in range(int(rank.max()) + 1)]
         return array_module(x).take(x, _on_device(index, x), axis=axis)
 
@@ -425,6 +425,16 @@ class _NearestAxis(Function):
         for outputs, sources in self.groups:
             grad[lead + (sources,)] += g[lead + (outputs,)]
         return grad
+
+
+def _indexer(index, like):
+    """A strided slice where ``index`` is an arithmetic progression (integer scale factors: a fast
+    view), else the index array on ``like``'s device."""
+    steps = np.diff(index)
+    if len(index) == 1 or (steps[0] > 0 and (steps == steps[0]).all()):
+        step = int(steps[0]) if len(index) > 1 else 1
+        return slice(int(index[0]), int(index[-1]) + 1, step)
+    return _on_device(index, like)
 
 
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
