@@ -89,8 +89,8 @@ def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
 
     ``training``: use the batch's mean and (biased) variance and, where running statistics are
     given, update them in place: ``running = (1 - momentum) * running + momentum * batch`` (the
-    variance unbiased), ``momentum=None`` meaning a plain average of all batches so far (the
-    caller passes 1/batches as momentum). Otherwise normalise with the running statistics.
+    variance unbiased; nn.BatchNorm's ``momentum=None``, a plain average of all batches so far,
+    passes 1/batches here). Otherwise normalise with the running statistics.
     """
     if not isinstance(input, Tensor):
         raise TypeError(f"input: expected a Tensor, got {type(input).__name__}")
@@ -130,7 +130,8 @@ def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
     if training and running_mean is not None:
         m = float(momentum)
         running_mean.data[...] = (1 - m) * running_mean.data + m * mean.astype(running_mean.dtype)
-        running_var.data[...] = (1 - m) * running_var.data + m * (var * (count / (count - 1))).astype(running_var.dtype)
+        unbiased = var * (count / (count - 1))
+        running_var.data[...] = (1 - m) * running_var.data + m * unbiased.astype(running_var.dtype)
         running_mean._bump()
         running_var._bump()
     return out
