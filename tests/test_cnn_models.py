@@ -224,6 +224,17 @@ def test_image_cnn_trains_its_batch_norm_statistics_and_checks_input():
         ImageCNN(channels=())
 
 
+def test_image_cnn_state_round_trips_through_a_checkpoint(tmp_path):
+    model = ImageCNN(channels=(4, 8))
+    model(np.random.default_rng(0).standard_normal((5, 1, 8, 8))).sum().backward()  # moves the BN statistics
+    unet.save({"model": model.state_dict()}, tmp_path / "image.unet")
+    twin = ImageCNN(channels=(4, 8))
+    twin.load_state_dict(unet.load(tmp_path / "image.unet")["model"])
+    assert int(twin.features[1].num_batches_tracked.item()) == 1
+    images = np.random.default_rng(1).standard_normal((3, 1, 8, 8))
+    np.testing.assert_array_equal(twin.predict_proba(images), model.predict_proba(images))
+
+
 def test_digits_example_reaches_97_percent():
     pytest.importorskip("sklearn")
     spec = importlib.util.spec_from_file_location("train_digits", ROOT / "examples" / "train_digits.py")
