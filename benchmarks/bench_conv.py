@@ -10,15 +10,17 @@ same on cuDNN. Each time is the median of --repeats calls after --warmup calls, 
 device synchronised after each call on a GPU. "ratio" is unet's time over torch's (below
 1: unet is faster).
 
-    python benchmarks/bench_conv.py [--device cpu|cuda] [--dtype float32] [--full] [--json PATH]
+    python benchmarks/bench_conv.py [--device cpu|cuda] [--dtype float32] [--full] [--cpu-time] [--json PATH]
 
 The default CPU shapes (a DeepBench subset and the text-CNN ones) finish in a few minutes on
-two cores; ``--full`` (or a GPU) runs every DeepBench row. Timings on a loaded machine are
-noisy: run alone, or set OMP_WAIT_POLICY=passive on a shared machine.
+two cores; ``--full`` (or a GPU) runs every DeepBench row. Wall-clock timings on a loaded
+machine are noise: run alone, or use ``--cpu-time``, which runs both libraries on one thread
+and times the process's CPU seconds (what each spends computing, not waiting for a core).
 """
 import csv
 import os
 import sys
+import time
 
 import numpy as np
 from harness import machine_info, make_parser, median_time, parse_args, peer_cells, peer_header, write_report
@@ -114,13 +116,13 @@ def candidates(shape, dtype, device, rng):
             "fwd+bwd": {"unet": unet_train, "torch": torch_train}}, sync
 
 
-def run(device, dtype, repeats, warmup, shapes):
+def run(device, dtype, repeats, warmup, shapes, clock=time.perf_counter):
     rng = np.random.default_rng(0)
     results = []
     for shape in shapes:
         fns, sync = candidates(shape, dtype, device, rng)
         for pass_name, impls in fns.items():
-            times = {name: median_time(fn, repeats, warmup, sync) for name, fn in impls.items()}
+            times = {name: median_time(fn, repeats, warmup, sync, clock) for name, fn in impls.items()}
             # training: forward, backward-data and backward-weight, each as many flops
             work = flops(shape) * (1 if pass_name == "fwd" else 3)
             results.append({
@@ -160,21 +162,34 @@ def main(argv=None):
     parser = make_parser(__doc__, repeats=5, warmup=2)
     parser.add_argument("--full", action="store_true", default=bool(os.environ.get("UNET_BENCH_FULL")),
                         help="every DeepBench row and more text-CNN shapes (or set UNET_BENCH_FULL=1)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="one thread each, timed in process CPU seconds (for shared machines; CPU only)")
     args = parse_args(parser, argv)
+    clock = time.perf_counter
+    if args.cpu_time:
+        if args.device != "cpu":
+            sys.exit("bench_conv: --cpu-time times the CPU only")
+        if os.environ.get("OMP_NUM_THREADS") != "1":  # OpenMP reads it at start-up: run again with it
+            os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, OMP_NUM_THREADS="1"))
+        import torch
+
+        torch.set_num_threads(1)
+        clock = time.process_time
     try:
         import torch  # noqa: F401  (the peer; a test dependency, never a library one)
     except ImportError:
         sys.exit("bench_conv: needs torch (pip install 'unet[test]') for the peer timings")
     full = args.full or args.device == "cuda"
     results = run(args.device, args.dtype, args.repeats, args.warmup,
-                  deepbench_shapes(full) + text_cnn_shapes(full))
+                  deepbench_shapes(full) + text_cnn_shapes(full), clock)
     means = summary(results)
     print("ratio = unet time / torch time (below 1: unet faster); geometric means:",
           ", ".join(f"{k} {v:.2f}" for k, v in means.items()))
     if args.json:
         write_report(args.json, "conv", {"kernel": "conv_forward / conv_backward (nn.Conv2d, nn.Conv1d)"},
                      {"device": args.device, "dtype": args.dtype, "repeats": args.repeats, "warmup": args.warmup,
-                      "full": full, "geomean_ratio": means},
+                      "full": full, "clock": "process CPU time, 1 thread" if args.cpu_time else "wall clock",
+                      "geomean_ratio": means},
                      machine_info(args.device, {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
                                                 "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}),
                      results)

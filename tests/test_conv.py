@@ -157,7 +157,8 @@ rng = np.random.default_rng(0)
 outs = []
 for xs, ws, kw in [((3, 64, 24, 24), (32, 64, 3, 3), dict(padding=1, activation="relu")),
                    ((2, 32, 20, 20), (32, 1, 3, 3), dict(groups=32, stride=2)),
-                   ((8, 300, 60), (100, 300, 5), dict(activation="tanh"))]:
+                   ((8, 300, 60), (100, 300, 5), dict(activation="tanh")),
+                   ((5, 64, 30, 30), (48, 64, 1, 1), dict())]:
     x = unet.tensor(rng.standard_normal(xs).astype(np.float32), requires_grad=True)
     w = unet.tensor(rng.standard_normal(ws).astype(np.float32), requires_grad=True)
     b = unet.tensor(rng.standard_normal(ws[0]).astype(np.float32), requires_grad=True)

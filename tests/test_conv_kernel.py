@@ -3,7 +3,7 @@ the definition), and argument validation: every array argument spoilt every way,
 settings, aliasing, fake CUDA arrays and junk, always a named TypeError/ValueError."""
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import kernel_checks
@@ -88,6 +88,9 @@ def test_valid_arguments_run():
 
 FWD_ARRAYS = ["x", "weight", "bias", "out", "preact"]
 BWD_ARRAYS = ["grad_out", "x", "weight", "preact", "grad_x", "grad_weight", "grad_bias"]
+# x and weight set the geometry: a grown dim of theirs may be another valid convolution, or
+# show up as a mismatch of out / grad_out (see test_shapes_that_do_not_fit_are_named)
+SHAPE_SETTERS = ("x", "weight")
 settings_ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -95,6 +98,7 @@ settings_ = settings(max_examples=120, deadline=None, suppress_health_check=[Hea
 @given(dtype=st.sampled_from([np.float32, np.float64]), name=st.sampled_from(FWD_ARRAYS),
        mutation=st.sampled_from(sorted(kernel_checks.MUTATIONS)), seed=st.integers(0, 2**16))
 def test_forward_rejects_bad_arrays(dtype, name, mutation, seed):
+    assume(not (mutation == "shape" and name in SHAPE_SETTERS))
     kernel_checks.check_mutation(_C.conv_forward, valid_forward(dtype), name, mutation, np.random.default_rng(seed))
 
 
@@ -102,6 +106,7 @@ def test_forward_rejects_bad_arrays(dtype, name, mutation, seed):
 @given(dtype=st.sampled_from([np.float32, np.float64]), name=st.sampled_from(BWD_ARRAYS),
        mutation=st.sampled_from(sorted(kernel_checks.MUTATIONS)), seed=st.integers(0, 2**16))
 def test_backward_rejects_bad_arrays(dtype, name, mutation, seed):
+    assume(not (mutation == "shape" and name in SHAPE_SETTERS))
     kernel_checks.check_mutation(_C.conv_backward, valid_backward(dtype), name, mutation,
                                  np.random.default_rng(seed))
 

@@ -385,7 +385,14 @@ void conv_forward(const ConvForwardArgs<T>& a) {
   constexpr int64_t kMaxMr = 16;  // packed_rows_size(m, K) <= (m + kMaxMr) * K for every m
   const int64_t Pt = std::clamp<int64_t>(kThreadTileBytes / int64_t(sizeof(T)) / (2 * K + Cog),
                                          kMinTilePositions, std::max<int64_t>(total, 1));
-  const int64_t n_tiles = ceil_div(total, Pt);
+  // A 1x1 convolution with stride 1 and no padding reads x as it is stored (the input
+  // channels of a position are P apart): no im2col, provided a tile stays within one
+  // image, so those tiles are cut per image.
+  const int64_t P = H_out * W_out;
+  const bool pointwise = g.KH == 1 && g.KW == 1 && g.stride_h == 1 && g.stride_w == 1 &&
+                         g.pad_top == 0 && g.pad_bottom == 0 && g.pad_left == 0 && g.pad_right == 0;
+  const int64_t tiles_per_image = ceil_div(P, Pt);
+  const int64_t n_tiles = pointwise ? g.N * tiles_per_image : ceil_div(total, Pt);
   const double work = double(total) * double(K) * double(Cog);
   const int nt = work < double(kParallelMinElements) * 8 ? 1
                                                           : int(std::min<int64_t>(max_threads(), n_tiles));
@@ -407,11 +414,18 @@ void conv_forward(const ConvForwardArgs<T>& a) {
       T* tile = packed + packed_size;
 #pragma omp for schedule(static)
       for (int64_t i = 0; i < n_tiles; ++i) {
-        const int64_t q0 = i * Pt, q1 = std::min(total, q0 + Pt), m = q1 - q0;
+        const int64_t n = i / tiles_per_image, p0 = i % tiles_per_image * Pt;
+        const int64_t q0 = pointwise ? n * P + p0 : i * Pt;
+        const int64_t q1 = pointwise ? n * P + std::min(P, p0 + Pt) : std::min(total, q0 + Pt);
+        const int64_t m = q1 - q0;
         runs_of(q0, q1, H_out, W_out, runs[id]);
         const Tile t{g, group, H_out, W_out, Pt, &runs[id], m};
-        im2col(t, a.x, col);
-        pack_rows<T>(m, K, {col, 1, Pt}, packed);
+        if (pointwise) {
+          pack_rows<T>(m, K, {a.x + (n * g.C_in + group * K) * P + p0, 1, P}, packed);
+        } else {
+          im2col(t, a.x, col);
+          pack_rows<T>(m, K, {col, 1, Pt}, packed);
+        }
         gemm_packed_columns<T>(m, packed, w, 0, Cog, tile, Cog, bias);
         store_output(t, a, tile);
       }
