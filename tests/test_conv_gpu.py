@@ -91,7 +91,7 @@ def test_layers_on_the_gpu_match_the_cpu(cupy, cls, kw, shape):
     g = np.random.default_rng(2).standard_normal(yc.shape)
     yc.backward(unet.tensor(g))
     yg.backward(unet.tensor(g, device="cuda"))
-    np.testing.assert_allclose(yg.numpy(), yc.numpy(), rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(xg.grad.numpy(), xc.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(yg.cpu().numpy(), yc.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(xg.grad.cpu().numpy(), xc.grad.numpy(), rtol=1e-10, atol=1e-10)
     for (name, pc), (_, pg) in zip(cpu.named_parameters(), gpu.named_parameters()):
-        np.testing.assert_allclose(pg.grad.numpy(), pc.grad.numpy(), rtol=1e-10, atol=1e-10, err_msg=name)
+        np.testing.assert_allclose(pg.grad.cpu().numpy(), pc.grad.numpy(), rtol=1e-10, atol=1e-10, err_msg=name)
