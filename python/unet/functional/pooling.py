@@ -123,10 +123,11 @@ class _Windows:
 
 
 class _MaxPool(Function):
-    """Max over sliding windows; the second output is each maximum's flat index in the input plane."""
+    """Max over sliding windows; with ``with_indices`` a second output: each maximum's flat index in
+    the input plane."""
     saves_inputs = False
 
-    def forward(self, x, windows):
+    def forward(self, x, windows, with_indices):
         xp = array_module(x)
         self.windows, self.shape = windows, x.shape
         padded = windows.pad(x, -np.inf)
@@ -140,9 +141,9 @@ class _MaxPool(Function):
             better |= xp.isnan(candidate)
             xp.copyto(values, candidate, where=better)
             xp.copyto(self.arg, i, where=better)
-        return values, windows.flat_index(self.arg, xp)
+        return (values, windows.flat_index(self.arg, xp)) if with_indices else values
 
-    def backward(self, g, _):
+    def backward(self, g, *_):
         zero = g.dtype.type(0)
         xp = array_module(g)
         return self.windows.fold(self.shape, g.dtype, lambda i: xp.where(self.arg == i, g, zero), xp)
@@ -189,7 +190,9 @@ def _max_pool(n, x, kernel_size, stride, padding, dilation, ceil_mode, return_in
     x, batched = _spatial_input(x, n, what)
     windows = _Windows(x.shape[-n:], *_window_args(n, kernel_size, stride, padding, dilation),
                        _flag("ceil_mode", ceil_mode), what)
-    return _with_indices(*_MaxPool.apply(x, windows), batched, return_indices)
+    if _flag("return_indices", return_indices):
+        return _with_indices(*_MaxPool.apply(x, windows, True), batched, True)
+    return _unbatch(_MaxPool.apply(x, windows, False), batched)
 
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
