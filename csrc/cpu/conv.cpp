@@ -93,9 +93,9 @@ struct Tile {
   int64_t positions;  // columns in use: the positions of this tile
 };
 
-// Row k = (ci, ky, kx) of the input patch of the channel ci of the tile's group, for each
-// input row hit: fn(n, iy, first ix, j range, tile column of ox0). Skipped rows (padding)
-// come as iy < 0 with an empty range.
+// For kernel tap (ky, kx), each run of the tile: fn(run, iy, ix of the run's first position,
+// the range of its positions that read inside the input row, run length); a run whose row
+// iy falls in the padding comes with iy = -1 and an empty range.
 template <typename Fn>
 void for_each_patch_run(const Tile& t, int64_t ky, int64_t kx, Fn&& fn) {
   const ConvGeometry& g = t.g;
