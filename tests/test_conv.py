@@ -43,6 +43,8 @@ CONV2D = [
     (64, 8, 3, 1, 1, 1, 1, (32, 32), 2),          # more positions than one tile, tiles cross images
     (5, 7, 1, 1, 0, 1, 1, (3, 4), 2),             # 1x1
     (6, 4, 5, 3, 0, 1, 1, (11, 13), 1),           # kernel and stride larger than needed
+    (400, 8, 1, 1, 0, 1, 1, (5, 6), 3),           # 1x1 with a long patch: x packed as it is stored
+    (3, 5, 3, 1, 1, 1, 1, (150, 200), 2),         # short patch, many tiles
 ]
 # (in, out, kernel_size, stride, padding, output_padding, groups, dilation, spatial size, batch)
 TRANSPOSE1D = [
@@ -158,7 +160,8 @@ outs = []
 for xs, ws, kw in [((3, 64, 24, 24), (32, 64, 3, 3), dict(padding=1, activation="relu")),
                    ((2, 32, 20, 20), (32, 1, 3, 3), dict(groups=32, stride=2)),
                    ((8, 300, 60), (100, 300, 5), dict(activation="tanh")),
-                   ((5, 64, 30, 30), (48, 64, 1, 1), dict())]:
+                   ((3, 384, 12, 12), (40, 384, 1, 1), dict()),
+                   ((2, 3, 150, 200), (8, 3, 3, 3), dict(padding=1, activation="gelu"))]:
     x = unet.tensor(rng.standard_normal(xs).astype(np.float32), requires_grad=True)
     w = unet.tensor(rng.standard_normal(ws).astype(np.float32), requires_grad=True)
     b = unet.tensor(rng.standard_normal(ws[0]).astype(np.float32), requires_grad=True)
