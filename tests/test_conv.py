@@ -110,6 +110,19 @@ def test_conv_transpose_matches_torch(case, dtype):
     _compare(u, t, (n, cin) + size, dtype)
 
 
+@pytest.mark.parametrize("size", [(9, 11), (10, 12), (10, 11)])
+def test_conv_transpose_output_size_like_torch(size):
+    torch.manual_seed(0)
+    t = torch.nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, dtype=torch.float64)
+    u = nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, dtype="float64")
+    _copy_into(u, t, "float64")
+    x = np.random.default_rng(0).standard_normal((2, 4, 5, 6))
+    want = t(torch.tensor(x), output_size=size).detach().numpy()
+    np.testing.assert_allclose(u(unet.tensor(x), output_size=size).numpy(), want, rtol=1e-12, atol=1e-12)
+    _raises(ValueError, "output_size", u, unet.tensor(x), output_size=(11, 11))
+    _raises(ValueError, "output_size", u, unet.tensor(x), output_size=(10,))
+
+
 @pytest.mark.parametrize("activation", ["relu", "gelu", "tanh", "sigmoid"])
 @pytest.mark.parametrize("groups", [1, 4])
 def test_fused_activation_matches_torch(activation, groups):

@@ -99,10 +99,28 @@ class _ConvTranspose(_ConvNd):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
                          bias, padding_mode, dtype, output_padding)
 
-    def forward(self, input):
+    def forward(self, input, output_size=None):
+        """``output_size`` (torch's): the spatial size wanted, among those the stride leaves
+        open (it picks output_padding for this call; may include the batch and channel dims)."""
         conv = F.conv_transpose1d if self._spatial == 1 else F.conv_transpose2d
-        return conv(input, self.weight, self.bias, self.stride, self.padding, self.output_padding,
+        output_padding = self.output_padding if output_size is None else self._output_padding(input, output_size)
+        return conv(input, self.weight, self.bias, self.stride, self.padding, output_padding,
                     self.groups, self.dilation)
+
+    def _output_padding(self, input, output_size):
+        n = self._spatial
+        size = tuple(output_size)[-n:] if isinstance(output_size, (tuple, list)) else None
+        if size is None or len(size) != n:
+            raise ValueError(f"output_size: expected a sequence ending in {n} spatial sizes, got {output_size!r}")
+        padding = []
+        for d in range(n):
+            smallest = ((input.shape[input.ndim - n + d] - 1) * self.stride[d] - 2 * self.padding[d]
+                        + self.dilation[d] * (self.kernel_size[d] - 1) + 1)
+            if not smallest <= size[d] < smallest + self.stride[d]:
+                raise ValueError(f"output_size: dim {d} must lie in [{smallest}, {smallest + self.stride[d] - 1}] "
+                                 f"for input shape {input.shape}, got {size[d]}")
+            padding.append(size[d] - smallest)
+        return tuple(padding)
 
 
 class Conv1d(_Conv):
