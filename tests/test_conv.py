@@ -140,6 +140,20 @@ def test_fused_activation_matches_torch(activation, groups):
         np.testing.assert_allclose(a.grad.numpy(), t.grad.numpy(), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_runs_in_float32_and_rounds_back(dtype):
+    rng = np.random.default_rng(3)
+    x, w, b = (unet.tensor(rng.standard_normal(s), dtype=dtype, requires_grad=True)
+               for s in [(2, 4, 9), (6, 4, 3), (6,)])
+    y = F.conv1d(x, w, b, padding=1)
+    assert y.dtype == x.dtype
+    want = torch.nn.functional.conv1d(*(torch.tensor(t.numpy().astype(np.float32)) for t in (x, w, b)), padding=1)
+    # float32 sums, rounded once at the end: within half an ulp of the 16-bit type
+    np.testing.assert_allclose(y.numpy().astype(np.float32), want.numpy(), rtol=2 ** -7, atol=1e-3)
+    y.sum().backward()
+    assert x.grad.dtype == x.dtype and w.grad.dtype == w.dtype and b.grad.dtype == b.dtype
+
+
 def test_unbatched_input_and_default_init_like_torch():
     u = nn.Conv1d(3, 5, 3, padding=1)
     t = torch.nn.Conv1d(3, 5, 3, padding=1, dtype=torch.float32)
