@@ -208,7 +208,7 @@ def test_bad_inputs_name_the_argument():
 
 
 @pytest.mark.parametrize("kwargs, name", [
-    (dict(encoder="cnn"), "encoder"), (dict(encoder="bert"), "encoder"), (dict(decoder="cnn"), "decoder"),
+    (dict(encoder="cnn", decoder="lstm"), "decoder"), (dict(encoder="bert"), "encoder"), (dict(decoder="cnn"), "decoder"),
     (dict(encoder="transformer"), "encoder"), (dict(hidden_size=0), "hidden_size"),
     (dict(num_layers=1.5), "num_layers"), (dict(dropout=1.0), "dropout"), (dict(loss="hinge"), "loss"),
     (dict(input_size=-1), "input_size"),
@@ -218,9 +218,10 @@ def test_bad_arguments_raise_value_error(kwargs, name):
         UNet(**kwargs)
 
 
-def test_planned_kinds_say_not_available_yet():
-    with pytest.raises(ValueError, match="not available yet"):
-        UNet(encoder="cnn")
+def test_cnn_kind_pairs_only_with_itself():
+    assert UNet(encoder="cnn").decoder_kind == "cnn" and UNet(encoder="gru").decoder_kind == "lstm"
+    with pytest.raises(ValueError, match="decoder: a 'lstm' encoder needs a recurrent decoder"):
+        UNet(decoder="cnn")
 
 
 def test_fit_infers_output_size_from_targets():

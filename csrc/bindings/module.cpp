@@ -102,4 +102,5 @@ PYBIND11_MODULE(_C, m) {
   unet::bindings::register_linear(m);
   unet::bindings::register_matmul(m);
   unet::bindings::register_rnn(m);
+  unet::bindings::register_conv(m);
 }

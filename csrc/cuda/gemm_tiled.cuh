@@ -62,6 +62,8 @@ constexpr int kBN = 64, kBK = 16, kTN = 4, kThreads = 256;
 constexpr int kThreadsX = kBN / kTN;             // 16 column groups
 constexpr int kThreadsY = kThreads / kThreadsX;  // 16 row groups
 
+// OpA and OpB: Operand<T>, or any type with the same load(r, c) and batch(z) (an implicit
+// im2col: the convolutions of cuda/conv.cu).
 template <typename T, int BM, bool A_T, bool B_T, class OpA, class OpB, class Epilogue>
 __global__ void __launch_bounds__(kThreads)
     gemm_tiled_kernel(int64_t M, int64_t N, int64_t K, OpA A_, OpB B_, Epilogue epi, int64_t z0, int splits,

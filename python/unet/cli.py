@@ -71,7 +71,8 @@ TRAIN_DEFAULTS = {
     "task": "translate", "data": None, "valid": None, "synthetic": "dates", "examples": None,
     "tokenizer": None, "vocab_size": None, "lowercase": False, "max_length": 256,
     "epochs": 6, "batch_size": 64, "lr": 5e-3, "warmup": 0.05, "clip": 1.0, "weight_decay": 0.0,
-    "embedding": 32, "hidden": 128, "layers": 1, "cell": "lstm", "attention": "general", "dropout": 0.0,
+    "model": "rnn", "embedding": 32, "hidden": 128, "layers": 1, "cell": "lstm", "attention": "general",
+    "dropout": 0.0,
     "amp": None, "gpus": None, "seed": 0, "out": None, "resume": False, "overwrite": False,
     "stop_after": None, "no_progress": False, "quiet": False,
 }
@@ -98,6 +99,7 @@ continues it exactly where it stopped (bitwise equal to an uninterrupted run).
 examples:
   unet train                                   # Seq2Seq on dates: ~99% exact match, ~20 s on 2 idle cores
   unet train --task classify --data reviews.tsv --valid dev.tsv --tokenizer word
+  unet train --task classify --model textcnn --data reviews.tsv --embedding 128 --dropout 0.5
   unet train --task lm --data lines.txt --layers 2 --hidden 256 --out runs/lm
   unet train --resume --out runs/lm --epochs 20 # go on, planning 20 epochs in all
   echo "3 march 1998" | unet predict --checkpoint runs/unet-dates
@@ -145,6 +147,9 @@ def add_train_parser(subparsers):
     group.add_argument("--seed", type=_non_negative(int), help="seeds the data split, the built-in data, the "
                        f"weights, the batch order and dropout (default: {d['seed']})")
     group = parser.add_argument_group("model")
+    group.add_argument("--model", choices=("rnn", "textcnn"),
+                       help="classify only: rnn, the recurrent TextClassifier, or textcnn, Kim (2014)'s "
+                            f"convolutions of widths 3/4/5 with max-over-time pooling (default: {d['model']})")
     group.add_argument("--embedding", type=_positive(int), metavar="N", help=f"default: {d['embedding']}")
     group.add_argument("--hidden", type=_positive(int), metavar="N",
                        help=f"recurrent layer size (default: {d['hidden']})")
@@ -255,6 +260,12 @@ def _check_task_options(opts, given):
     if opts.task == "tag" and opts.tokenizer not in (None, "word"):
         raise UsageError(f"--tokenizer {opts.tokenizer}: tag files are already split into space-separated "
                          "tokens, one per tag; leave --tokenizer out")
+    if opts.task != "classify" and "model" in given:
+        raise UsageError(f"--model: only the classify task offers a choice of model (this is --task {opts.task})")
+    if opts.model == "textcnn":
+        recurrent = [f"--{k}" for k in ("hidden", "layers", "cell") if k in given]
+        if recurrent:
+            raise UsageError(f"{', '.join(recurrent)}: set the recurrent layers; --model textcnn has none")
     if opts.task != "translate" and "attention" in given:
         raise UsageError(f"--attention: only the translate task has attention (this is --task {opts.task})")
     if opts.data is not None and "synthetic" in given:
@@ -343,10 +354,9 @@ def _prepare_training(opts, data, state, device, path):
     if state is None:
         model = tasks.build_model(opts.task, data["encoders"], embedding_dim=opts.embedding,
                                   hidden_size=opts.hidden, num_layers=opts.layers, cell=opts.cell,
-                                  dropout=opts.dropout, attention=opts.attention, device=device)
+                                  dropout=opts.dropout, attention=opts.attention, device=device, model=opts.model)
     else:
-        from .models import TASK_MODELS
-        model = TASK_MODELS[opts.task].from_config(dict(state["model"]["config"], device=device))
+        model = tasks.model_class(opts.task, opts.model).from_config(dict(state["model"]["config"], device=device))
     train_loader = DataLoader(data["train"], opts.batch_size, shuffle=True, seed=opts.seed)
     valid_loader = DataLoader(data["valid"], max(opts.batch_size, 256), shuffle=False, bucket=True)
     optimizer = optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
@@ -366,8 +376,11 @@ def _describe_run(opts, model, device, say, path, trainer, loader) -> dict:
     from . import tasks
 
     cfg = model.config()
-    shape = f"{cfg.get('cell')}, {cfg.get('num_layers')} layer(s), hidden {cfg.get('hidden_size')}, " \
-            f"embedding {cfg.get('embedding_dim')}"
+    if "kernel_sizes" in cfg:  # TextCNN
+        shape = f"kernel sizes {cfg['kernel_sizes']}, {cfg['num_filters']} maps each, embedding {cfg['embedding_dim']}"
+    else:
+        shape = f"{cfg.get('cell')}, {cfg.get('num_layers')} layer(s), hidden {cfg.get('hidden_size')}, " \
+                f"embedding {cfg.get('embedding_dim')}"
     if opts.task == "translate":
         shape += f", attention {cfg.get('attention')}"
     say(f"model: {type(model).__name__} ({shape}): {tasks.parameter_count(model):,} parameters on {device}")

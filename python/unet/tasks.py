@@ -2,7 +2,7 @@
 
     task       file format (UTF-8, one example a line)                model
     translate  source<TAB>target                                       Seq2Seq
-    classify   text<TAB>label                                          TextClassifier
+    classify   text<TAB>label                                          TextClassifier (or TextCNN)
     lm         one text a line                                         LanguageModel
     tag        space-separated tokens<TAB>space-separated tags         SequenceTagger
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from .data import (BPETokenizer, Dataset, LabeledDataset, Normalizer, PairDataset, TextEncoder, TextLineDataset,
                    Vocab, dates_task, get_tokenizer, numbers_task, pad_batch, read_lines)
-from .models import TASK_MODELS
+from .models import TASK_MODELS, TextCNN
 
 TASKS = ("translate", "classify", "lm", "tag")
 SYNTHETIC = {"dates": dates_task, "numbers": numbers_task}
@@ -200,11 +200,22 @@ def encode(task: str, examples: list, encoders: dict, max_length: int | None = N
 
 # ---------------------------------------------------------------- models
 
+CLASSIFY_MODELS = {"rnn": TASK_MODELS["classify"], "textcnn": TextCNN}  # `unet train --model`
+
+
+def model_class(task: str, model: str = "rnn"):
+    """The class ``unet train`` builds for ``task``; classify offers a choice (``--model``)."""
+    return CLASSIFY_MODELS[model] if task == "classify" else TASK_MODELS[task]
+
+
 def build_model(task: str, encoders: dict, *, embedding_dim, hidden_size, num_layers, cell, dropout,
-                attention=None, device="cpu"):
+                attention=None, device="cpu", model="rnn"):
+    cls = model_class(task, model)
+    if cls is TextCNN:  # Kim's widths and map count; the recurrent sizes do not apply
+        return cls(len(encoders["text"]), len(encoders["labels"]), embedding_dim=embedding_dim, dropout=dropout,
+                   device=device)
     common = dict(embedding_dim=embedding_dim, hidden_size=hidden_size, num_layers=num_layers, cell=cell,
                   dropout=dropout, device=device)
-    cls = TASK_MODELS[task]
     if task == "translate":
         return cls(len(encoders["source"]), len(encoders["target"]), attention=attention, **common)
     if task == "classify":

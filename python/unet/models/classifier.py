@@ -1,4 +1,5 @@
-"""TextClassifier: a (Bi)LSTM/GRU reader of a whole text, pooled to one vector, then classes."""
+"""Text classification: the shared ``Classifier`` protocol and ``TextClassifier``, a (Bi)LSTM/GRU reader
+of a whole text, pooled to one vector, then classes."""
 from __future__ import annotations
 
 import math
@@ -15,7 +16,53 @@ from .base import (CELLS, TaskModel, _host, _mask, check_choice, check_dropout, 
 POOLINGS = ("max", "last", "mean")
 
 
-class TextClassifier(TaskModel):
+class Classifier(TaskModel):
+    """One label per text: the loss, metrics and predictions every text classifier shares.
+
+    A subclass builds its layers and defines ``forward(text, text_lengths=None)`` -> class logits
+    (B, num_classes) for padded ids (B, T) and their lengths; it sets ``num_classes``.
+    """
+
+    task = "classify"
+    batch_keys = ("text", "text_lengths", "label")
+
+    def _labels(self, batch):
+        text, lengths, label = self._columns(batch, *self.batch_keys)
+        label = _host(label)
+        if label.ndim != 1 or (label.size and label.dtype.kind not in "iu") or label.shape[0] != _host(text).shape[0]:
+            raise ValueError(f"label: expected one int class id per text, got shape {label.shape} dtype {label.dtype}")
+        if label.size and (label.min() < 0 or label.max() >= self.num_classes):
+            raise ValueError(f"label: class ids must lie in [0, {self.num_classes}), got {label.min()}..{label.max()}")
+        return text, lengths, label.astype(np.int64)
+
+    def loss(self, batch) -> Tensor:
+        """Mean cross-entropy per text."""
+        text, lengths, label = self._labels(batch)
+        return F.cross_entropy(self(text, lengths), self._device_array(label))
+
+    def evaluate_batch(self, batch) -> dict:
+        """``loss_sum`` and ``correct`` over ``examples``."""
+        text, lengths, label = self._labels(batch)
+        with self._inference():
+            logits = self(text, lengths)
+            loss_sum = F.cross_entropy(logits, self._device_array(label), reduction="sum")
+            predicted = _host(logits.argmax(-1).data)
+        return {"loss_sum": float(loss_sum.item()), "examples": int(label.size),
+                "correct": int((predicted == label).sum())}
+
+    def predict_proba(self, text, text_lengths=None) -> np.ndarray:
+        """Class probabilities (B, num_classes) as a numpy array."""
+        with self._inference():
+            return _host(F.softmax(self(text, text_lengths), dim=-1).data)
+
+    def predict(self, text, text_lengths=None) -> np.ndarray:
+        """The most likely class id per text, int64 (B,)."""
+        with self._inference():
+            return _host(self(text, text_lengths).argmax(-1).data).astype(np.int64)
+
+
+
+class TextClassifier(Classifier):
     """One label per text (sentiment, topic, intent...).
 
     ::
@@ -30,9 +77,6 @@ class TextClassifier(TaskModel):
     final states of the top layer (each direction's, at the text's own ends) concatenated, or
     ``"mean"`` over the text's own steps. An empty text is read as one <pad>.
     """
-
-    task = "classify"
-    batch_keys = ("text", "text_lengths", "label")
 
     def __init__(self, vocab_size, num_classes, embedding_dim=64, hidden_size=128, num_layers=1, cell="lstm",
                  bidirectional=True, pooling="max", dropout=0.1, dtype="float32", device="cpu"):
@@ -72,40 +116,6 @@ class TextClassifier(TaskModel):
         else:
             pooled = outputs.sum(dim=1) / self._tensor(lengths[:, None].astype(self.dtype))
         return self.output(F.dropout(pooled, self.dropout, self.training))
-
-    def _labels(self, batch):
-        text, lengths, label = self._columns(batch, *self.batch_keys)
-        label = _host(label)
-        if label.ndim != 1 or (label.size and label.dtype.kind not in "iu") or label.shape[0] != _host(text).shape[0]:
-            raise ValueError(f"label: expected one int class id per text, got shape {label.shape} dtype {label.dtype}")
-        if label.size and (label.min() < 0 or label.max() >= self.num_classes):
-            raise ValueError(f"label: class ids must lie in [0, {self.num_classes}), got {label.min()}..{label.max()}")
-        return text, lengths, label.astype(np.int64)
-
-    def loss(self, batch) -> Tensor:
-        """Mean cross-entropy per text."""
-        text, lengths, label = self._labels(batch)
-        return F.cross_entropy(self(text, lengths), self._device_array(label))
-
-    def evaluate_batch(self, batch) -> dict:
-        """``loss_sum`` and ``correct`` over ``examples``."""
-        text, lengths, label = self._labels(batch)
-        with self._inference():
-            logits = self(text, lengths)
-            loss_sum = F.cross_entropy(logits, self._device_array(label), reduction="sum")
-            predicted = _host(logits.argmax(-1).data)
-        return {"loss_sum": float(loss_sum.item()), "examples": int(label.size),
-                "correct": int((predicted == label).sum())}
-
-    def predict_proba(self, text, text_lengths=None) -> np.ndarray:
-        """Class probabilities (B, num_classes) as a numpy array."""
-        with self._inference():
-            return _host(F.softmax(self(text, text_lengths), dim=-1).data)
-
-    def predict(self, text, text_lengths=None) -> np.ndarray:
-        """The most likely class id per text, int64 (B,)."""
-        with self._inference():
-            return _host(self(text, text_lengths).argmax(-1).data).astype(np.int64)
 
     def extra_repr(self):
         return f"task={self.task!r}, pooling={self.pooling!r}, cell={self.cell!r}"

@@ -14,15 +14,16 @@ from ..tensor import Tensor
 from . import training
 from .losses import Loss
 
-KINDS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-PLANNED_KINDS = ("cnn",)  # accepted by the design, not built yet: rejected, never faked
+RECURRENT = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+KINDS = (*RECURRENT, "cnn")
+UPSAMPLING = ("transpose", "linear", "nearest")  # cnn: ConvTranspose1d, or Upsample then Conv1d
 _FORMAT = "unet.models.UNet"
 
 
 class UNet(nn.Module):
     """An encoder that reads a sequence into a vector and a decoder that writes a sequence from it.
 
-    ::
+    Recurrent kinds (``encoder`` "lstm", "gru" or "rnn")::
 
         x (batch, time, input_size)
           -> encoder LSTM(input_size -> hidden_size, num_layers)
@@ -40,6 +41,23 @@ class UNet(nn.Module):
     input. A 2-D input is one unbatched sequence (time, features) and gives a
     2-D output.
 
+    The convolutional kind (``encoder="cnn"``, whose decoder is "cnn" too) is a
+    1-D U-Net over time, for same-length sequence-to-sequence work (tagging, denoising)::
+
+        x (batch, time, input_size), read as input_size channels over time
+          encoder level 0: 2 x [Conv1d(kernel_size, 'same') + ReLU] -> hidden_size channels
+          MaxPool1d(2, ceil_mode) then level l: 2 x [Conv1d + ReLU] -> hidden_size * 2**l channels,
+              for l = 1 .. num_layers (the deepest level is the pipeline's vector sequence)
+          decoder, from the deepest level back to level 0: up-sample x2 (ConvTranspose1d, or
+              Upsample + Conv1d) to the next level's channels, cut to that level's length,
+              concatenate that encoder level's output (the skip), 2 x [Conv1d + ReLU]
+          -> read-out Linear(hidden_size -> output_size) at every step
+
+    Pooling in ceil mode and cutting each up-sampled sequence to its skip's
+    length keep odd lengths exact, so the output has as many steps as the input.
+    Every level doubles the receptive field; the skips bring back the detail
+    that the down-sampled levels lose.
+
     Sizes left out are taken from the first input: the layers are built on the
     first ``forward`` (or ``fit``), so ``parameters()`` is empty until then
     unless ``input_size`` is given. Numpy input of any real dtype is cast to the
@@ -47,9 +65,15 @@ class UNet(nn.Module):
 
     Arguments:
         input_size, output_size: features in and out (output defaults to input).
-        hidden_size, num_layers: size and depth of the encoder and decoder.
-        encoder, decoder: layer kinds; "lstm" for now ("gru", "rnn", "cnn" are planned).
-        dropout: on the encoder's outputs and between stacked layers, in training.
+        hidden_size, num_layers: size and depth of the encoder and decoder (cnn: the
+            channels of the first level and the number of down-sampling levels).
+        encoder, decoder: layer kinds, "lstm", "gru", "rnn" (any pairing) or "cnn"
+            (both; ``decoder`` defaults to "cnn" for a cnn encoder, else "lstm").
+        kernel_size, upsampling: cnn only: the convolutions' (odd) width, and how
+            the decoder doubles the length: "transpose" (ConvTranspose1d(2, stride 2)),
+            "linear" or "nearest" (Upsample then a Conv1d).
+        dropout: on the encoder's outputs and between stacked layers (cnn: after
+            every level), in training.
         loss: "mse", "cross_entropy" (integer targets shaped like the output
             without its class axis), "bce_with_logits", or a callable(output, target).
         dtype, device: of the parameters and computations.
@@ -64,15 +88,27 @@ class UNet(nn.Module):
     """
 
     def __init__(self, input_size=None, output_size=None, hidden_size=32, num_layers=1,
-                 encoder="lstm", decoder="lstm", dropout=0.0, loss="mse", dtype="float32",
-                 device="cpu", seed=None):
+                 encoder="lstm", decoder=None, dropout=0.0, loss="mse", dtype="float32",
+                 device="cpu", seed=None, kernel_size=3, upsampling="transpose"):
         super().__init__()
         self.input_size = _optional_size("input_size", input_size)
         self.output_size = _optional_size("output_size", output_size)
         self.hidden_size = _size("hidden_size", hidden_size)
         self.num_layers = _size("num_layers", num_layers)
         self.encoder_kind = _kind("encoder", encoder)
-        self.decoder_kind = _kind("decoder", decoder)
+        default_decoder = "cnn" if self.encoder_kind == "cnn" else "lstm"
+        self.decoder_kind = _kind("decoder", default_decoder if decoder is None else decoder)
+        if (self.encoder_kind == "cnn") != (self.decoder_kind == "cnn"):
+            raise ValueError(f"decoder: a {self.encoder_kind!r} encoder needs "
+                             f"{'a cnn' if self.encoder_kind == 'cnn' else 'a recurrent'} decoder "
+                             f"(the skips join matching levels), got {self.decoder_kind!r}")
+        if isinstance(kernel_size, bool) or not isinstance(kernel_size, numbers.Integral) \
+                or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size: expected a positive odd int, got {kernel_size!r}")
+        self.kernel_size = int(kernel_size)
+        if upsampling not in UPSAMPLING:
+            raise ValueError(f"upsampling: expected one of {UPSAMPLING}, got {upsampling!r}")
+        self.upsampling = upsampling
         if not (isinstance(dropout, numbers.Real) and 0.0 <= dropout < 1.0):
             raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
         self.dropout = float(dropout)
@@ -104,15 +140,41 @@ class UNet(nn.Module):
         if self.seed is not None:  # here, not in __init__: lazily built models must not depend on build order
             backend.manual_seed(self.seed)
         dtype = self.dtype.name
-        between = self.dropout if self.num_layers > 1 else 0.0  # nn.LSTM warns of dropout it cannot apply
-        self.encoder = KINDS[self.encoder_kind](self.input_size, self.hidden_size, self.num_layers,
-                                                batch_first=True, dropout=between, dtype=dtype)
-        self.decoder = KINDS[self.decoder_kind](self.hidden_size, self.hidden_size, self.num_layers,
-                                                batch_first=True, dropout=between, dtype=dtype)
+        if self.encoder_kind == "cnn":
+            self._build_convolutional(dtype)
+        else:
+            between = self.dropout if self.num_layers > 1 else 0.0  # nn.LSTM warns of dropout it cannot apply
+            self.encoder = RECURRENT[self.encoder_kind](self.input_size, self.hidden_size, self.num_layers,
+                                                        batch_first=True, dropout=between, dtype=dtype)
+            self.decoder = RECURRENT[self.decoder_kind](self.hidden_size, self.hidden_size, self.num_layers,
+                                                        batch_first=True, dropout=between, dtype=dtype)
         self.readout = nn.Linear(self.hidden_size, self.output_size, dtype=dtype)
         if self.device.type != "cpu":
             self.to(str(self.device))
         return self
+
+    def _build_convolutional(self, dtype):
+        """encoder[i]: level i's convolutions (the last is the deepest level); up[i], decoder[i]: the way
+        back from level i + 1 to level i (listed from the deepest)."""
+        widths = [self.hidden_size * 2 ** level for level in range(self.num_layers + 1)]
+        self.encoder = nn.ModuleList([self._convolutions(c_in, c_out, dtype) for c_in, c_out
+                                      in zip([self.input_size] + widths[:-1], widths)])
+        self.pool = nn.MaxPool1d(2, ceil_mode=True)
+        levels = list(reversed(range(self.num_layers)))
+        self.up = nn.ModuleList([self._upsampler(widths[level + 1], widths[level], dtype) for level in levels])
+        self.decoder = nn.ModuleList([self._convolutions(2 * widths[level], widths[level], dtype)
+                                      for level in levels])
+
+    def _convolutions(self, c_in, c_out, dtype):
+        conv = dict(kernel_size=self.kernel_size, padding="same", activation="relu", dtype=dtype)
+        return nn.Sequential(nn.Conv1d(c_in, c_out, **conv), nn.Conv1d(c_out, c_out, **conv))
+
+    def _upsampler(self, c_in, c_out, dtype):
+        if self.upsampling == "transpose":
+            return nn.ConvTranspose1d(c_in, c_out, 2, stride=2, dtype=dtype)
+        align = None if self.upsampling == "nearest" else False
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode=self.upsampling, align_corners=align),
+                             nn.Conv1d(c_in, c_out, self.kernel_size, padding="same", dtype=dtype))
 
     def to(self, *args, **kwargs):
         """Move/cast the parameters (``Module.to``) and convert later inputs to match."""
@@ -133,13 +195,32 @@ class UNet(nn.Module):
         batched = x.ndim == 3
         if not batched:
             x = x.unsqueeze(0)
-        encoded, state = self.encoder(x)
-        encoded = F.dropout(encoded, self.dropout, self.training)
-        decoded, _ = self.decoder(encoded, self._bridge(state))
+        decoded = self._convolutional(x) if self.encoder_kind == "cnn" else self._recurrent(x)
         y = self.readout(decoded)
         y = y if batched else y.squeeze(0)
         self._outputs[id(y)] = y
         return y
+
+    def _recurrent(self, x) -> Tensor:
+        """(batch, time, features) -> the decoder's (batch, time, hidden_size)."""
+        encoded, state = self.encoder(x)
+        encoded = F.dropout(encoded, self.dropout, self.training)
+        decoded, _ = self.decoder(encoded, self._bridge(state))
+        return decoded
+
+    def _convolutional(self, x) -> Tensor:
+        """(batch, time, features) -> (batch, time, hidden_size) through the U of convolutions."""
+        h = x.transpose(1, 2)  # channels over time
+        skips = []
+        for level, convolutions in enumerate(self.encoder):
+            if level and h.shape[-1] > 1:  # one step cannot halve: it stays, and the way up cuts back to it
+                h = self.pool(h)
+            h = F.dropout(convolutions(h), self.dropout, self.training)
+            skips.append(h)
+        for up, convolutions, skip in zip(self.up, self.decoder, reversed(skips[:-1])):
+            h = up(h)[:, :, :skip.shape[-1]]  # x2 may overshoot an odd length by one
+            h = F.dropout(convolutions(F.cat([skip, h], dim=1)), self.dropout, self.training)
+        return h.transpose(1, 2)
 
     def _bridge(self, state):
         """The encoder's final state in the form the decoder takes: an LSTM carries (h, c), GRU/RNN h."""
@@ -193,7 +274,8 @@ class UNet(nn.Module):
         return {"input_size": self.input_size, "output_size": self.output_size,
                 "hidden_size": self.hidden_size, "num_layers": self.num_layers,
                 "encoder": self.encoder_kind, "decoder": self.decoder_kind, "dropout": self.dropout,
-                "loss": self.loss.name, "dtype": self.dtype.name, "device": str(self.device)}
+                "loss": self.loss.name, "dtype": self.dtype.name, "device": str(self.device),
+                "kernel_size": self.kernel_size, "upsampling": self.upsampling}
 
     def save(self, path) -> None:
         """Write config, weights, optimizer and loss-scaler state and unet's RNG state to ``path``
@@ -255,8 +337,10 @@ class UNet(nn.Module):
     def extra_repr(self) -> str:
         sizes = (f"input_size={self.input_size}, output_size={self.output_size}, " if self.built
                  else "not built yet, ")
+        cnn = (f", kernel_size={self.kernel_size}, upsampling={self.upsampling!r}"
+               if self.encoder_kind == "cnn" else "")
         return (f"{sizes}hidden_size={self.hidden_size}, num_layers={self.num_layers}, "
-                f"encoder={self.encoder_kind!r}, decoder={self.decoder_kind!r}, "
+                f"encoder={self.encoder_kind!r}, decoder={self.decoder_kind!r}{cnn}, "
                 f"loss={self.loss.name or 'custom'!r}")
 
 
@@ -280,9 +364,6 @@ def _optional_size(name, value):
 
 def _kind(name, value) -> str:
     available = ", ".join(map(repr, KINDS))
-    if value in PLANNED_KINDS:
-        raise ValueError(f"{name}: {value!r} is not available yet (planned: {', '.join(PLANNED_KINDS)}); "
-                         f"available: {available}")
     if value not in KINDS:
         raise ValueError(f"{name}: expected {available}, got {value!r}")
     return value

@@ -1,4 +1,4 @@
-"""Layers with parameters or modes: Linear, Embedding, Dropout, LayerNorm, activations."""
+"""Layers with parameters or modes: Linear, Embedding, Dropout, LayerNorm, BatchNorm, activations."""
 from __future__ import annotations
 
 import math
@@ -132,6 +132,79 @@ class LayerNorm(Module):
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.weight is not None}, "
                 f"bias={self.bias is not None}")
+
+
+class _BatchNorm(Module):
+    """Per-channel normalisation over the batch (and length/space), torch's BatchNorm semantics.
+
+    Training mode normalises with the batch's statistics and, with ``track_running_stats``,
+    updates ``running_mean``/``running_var`` (``momentum=None``: a plain average of all batches
+    so far) and counts ``num_batches_tracked``; eval mode normalises with the running statistics.
+    """
+    dims = ()  # the input ranks a subclass accepts
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, dtype=None):
+        super().__init__()
+        self.num_features = _positive("num_features", num_features)
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < math.inf:
+            raise ValueError(f"eps: expected a positive finite number, got {eps!r}")
+        self.eps = float(eps)
+        if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)
+                                     or not 0 <= momentum <= 1):
+            raise ValueError(f"momentum: expected a number in [0, 1] or None, got {momentum!r}")
+        self.momentum = None if momentum is None else float(momentum)
+        self.affine = _flag("affine", affine)
+        self.track_running_stats = _flag("track_running_stats", track_running_stats)
+        n = self.num_features
+        self.register_parameter("weight", init.ones_(_empty(n, dtype=dtype)) if self.affine else None)
+        self.register_parameter("bias", _empty(n, dtype=dtype) if self.affine else None)
+        if self.track_running_stats:
+            self.register_buffer("running_mean", Tensor._wrap(_empty(n, dtype=dtype).data))
+            self.register_buffer("running_var", Tensor._wrap(_empty(n, dtype=dtype).data + 1))
+            self.register_buffer("num_batches_tracked", Tensor._wrap(np.zeros((), dtype=np.int64)))
+        else:
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                self.register_buffer(name, None)
+
+    def reset_running_stats(self):
+        if self.track_running_stats:
+            self.running_mean.data[...] = 0
+            self.running_var.data[...] = 1
+            self.num_batches_tracked.data[...] = 0
+            for t in (self.running_mean, self.running_var, self.num_batches_tracked):
+                t._bump()
+
+    def forward(self, input):
+        x = _tensor(input, "input")
+        if x.ndim not in self.dims:
+            raise ValueError(f"input: {type(self).__name__} expects a {' or '.join(f'{d}-D' for d in self.dims)} "
+                             f"tensor, got shape {x.shape}")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"input: expected {self.num_features} channels on axis 1, got shape {x.shape}")
+        momentum = self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.data[...] += 1
+            self.num_batches_tracked._bump()
+            if momentum is None:  # a cumulative average: batch k weighs 1/k
+                momentum = 1.0 / int(self.num_batches_tracked.item())
+        # without running statistics even eval mode normalises with the batch's own, as torch does
+        use_batch = self.training or not self.track_running_stats
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, use_batch,
+                            0.0 if momentum is None else momentum, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Over (N, C) or (N, C, L): statistics per channel C."""
+    dims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Over (N, C, H, W): statistics per channel C."""
+    dims = (4,)
 
 
 def _tensor(x, argname="x"):

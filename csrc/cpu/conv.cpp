@@ -1,0 +1,527 @@
+// CPU convolution (math in unet/conv.h) as GEMMs over tiles of output positions.
+//
+// The output positions of all images are numbered q = n * P + p (P = H_out * W_out) and
+// cut into tiles of Pt, so that one GEMM covers many images when the images are small (a
+// sentence of 50 words) and the workspace stays bounded when they are large. Per group and
+// tile:
+//   forward          col[K, Pt] = im2col(x);  tile[Pt, C_out_g] = col^T W_g^T + bias (W_g
+//                    packed once);  preact and act on the way from the tile into out (NCHW);
+//                    for short patches (small K) tile[C_out_g, Pt] = W_g col instead
+//   backward-data    gt[C_out_g, Pt] = gathered g;  col = W_g^T gt;  col2im adds col into grad_x
+//   backward-weight  col = im2col(x);  grad_W_g += gt col^T  (tiles added in order)
+// Depthwise convolutions (one input channel per group) have nothing to multiply as a
+// matrix and run a direct kernel instead.
+//
+// Every element is summed in an order fixed by the shapes alone (GEMMs are
+// thread-count independent, the passes around them give each output element to one thread),
+// so results do not depend on the number of threads.
+#include "unet/conv.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "gemm.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace unet::cpu {
+namespace {
+
+int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+int thread_id() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+// Workspace budget of one tile (elements): col + gathered gradient or output tile.
+constexpr int64_t kTileElements = int64_t(1) << 18;
+// The forward pass's per-thread budget (col, its packed copy, the output tile): about a
+// core's L2, so that a tile goes from im2col through the GEMM to out without leaving it.
+constexpr int64_t kThreadTileBytes = int64_t(1) << 20;
+// Fewer positions than this per tile make the GEMMs too thin to run well.
+constexpr int64_t kMinTilePositions = 64;
+// Up to this many patch elements (K = C_in/groups * KH * KW) the forward pass makes the
+// filters the GEMM's rows (measured: faster up to 32 channels x 3 x 3, even at 64 x 3 x 3).
+constexpr int64_t kSmallPatch = 320;
+// Below this many elements a pass is not worth a thread team.
+constexpr int64_t kParallelMinElements = int64_t(1) << 15;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The j in [0, len) for which start + j * step lies in [0, limit): [lo, hi), maybe empty.
+struct Range {
+  int64_t lo, hi;
+};
+Range valid_range(int64_t start, int64_t step, int64_t len, int64_t limit) {
+  const int64_t lo = start >= 0 ? 0 : ceil_div(-start, step);
+  const int64_t hi = start >= limit ? 0 : ceil_div(limit - start, step);
+  return {std::min(lo, len), std::clamp(hi, std::min(lo, len), len)};
+}
+
+// Output positions [ox0, ox1) of row oy of image n, at column `col` of the tile.
+struct Run {
+  int64_t n, oy, ox0, ox1, col;
+};
+
+// The runs that make up the positions [q0, q1), into `runs` (which never needs more than
+// q1 - q0 entries: reserve them, and this allocates nothing).
+void runs_of(int64_t q0, int64_t q1, int64_t H_out, int64_t W_out, std::vector<Run>& runs) {
+  runs.clear();
+  const int64_t P = H_out * W_out;
+  for (int64_t q = q0; q < q1;) {
+    const int64_t n = q / P, p = q % P, oy = p / W_out, ox = p % W_out;
+    const int64_t len = std::min(W_out - ox, q1 - q);
+    runs.push_back({n, oy, ox, ox + len, q - q0});
+    q += len;
+  }
+}
+
+// The tile geometry shared by the passes of one group.
+struct Tile {
+  const ConvGeometry& g;
+  int64_t group, H_out, W_out, Pt;
+  const std::vector<Run>* runs;
+  int64_t positions;  // columns in use: the positions of this tile
+};
+
+// For kernel tap (ky, kx), each run of the tile: fn(run, iy, ix of the run's first position,
+// the range of its positions that read inside the input row, run length); a run whose row
+// iy falls in the padding comes with iy = -1 and an empty range.
+template <typename Fn>
+void for_each_patch_run(const Tile& t, int64_t ky, int64_t kx, Fn&& fn) {
+  const ConvGeometry& g = t.g;
+  for (const Run& r : *t.runs) {
+    const int64_t iy = r.oy * g.stride_h - g.pad_top + ky * g.dilation_h;
+    const int64_t len = r.ox1 - r.ox0;
+    const int64_t ix0 = r.ox0 * g.stride_w - g.pad_left + kx * g.dilation_w;
+    const bool row_in = iy >= 0 && iy < g.H;
+    const Range j = row_in ? valid_range(ix0, g.stride_w, len, g.W) : Range{0, 0};
+    fn(r, row_in ? iy : -1, ix0, j, len);
+  }
+}
+
+// col[k, c] = x at the input position that kernel tap k of tile column c reads (0 in the
+// padding).
+template <typename T>
+void im2col(const Tile& t, const T* x, T* col) {
+  const ConvGeometry& g = t.g;
+  const int64_t K = g.K(), taps = g.KH * g.KW, sw = g.stride_w;
+#pragma omp parallel for schedule(static) if (K * t.positions > kParallelMinElements)
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t ci = t.group * g.C_in_group() + k / taps, ky = k % taps / g.KW, kx = k % g.KW;
+    T* row = col + k * t.Pt;
+    for_each_patch_run(t, ky, kx, [&](const Run& r, int64_t iy, int64_t ix0, Range j, int64_t len) {
+      T* d = row + r.col;
+      std::fill(d, d + j.lo, T(0));
+      if (j.hi > j.lo) {
+        const T* src = x + ((r.n * g.C_in + ci) * g.H + iy) * g.W + ix0;
+        if (sw == 1)
+          std::memcpy(d + j.lo, src + j.lo, (j.hi - j.lo) * sizeof(T));
+        else
+          for (int64_t i = j.lo; i < j.hi; ++i) d[i] = src[i * sw];
+      }
+      std::fill(d + j.hi, d + len, T(0));
+    });
+  }
+}
+
+// grad_x += the adjoint of im2col applied to col. Threads own input channels, so each
+// element of grad_x is added to by one thread, tap after tap in order.
+template <typename T>
+void col2im(const Tile& t, const T* col, T* grad_x) {
+  const ConvGeometry& g = t.g;
+  const int64_t Cg = g.C_in_group(), sw = g.stride_w;
+#pragma omp parallel for schedule(static) if (g.K() * t.positions > kParallelMinElements)
+  for (int64_t c = 0; c < Cg; ++c) {
+    const int64_t ci = t.group * Cg + c;
+    for (int64_t ky = 0; ky < g.KH; ++ky)
+      for (int64_t kx = 0; kx < g.KW; ++kx) {
+        const T* row = col + ((c * g.KH + ky) * g.KW + kx) * t.Pt;
+        for_each_patch_run(t, ky, kx, [&](const Run& r, int64_t iy, int64_t ix0, Range j, int64_t) {
+          if (j.hi <= j.lo) return;
+          T* dst = grad_x + ((r.n * g.C_in + ci) * g.H + iy) * g.W + ix0;
+          const T* s = row + r.col;
+          for (int64_t i = j.lo; i < j.hi; ++i) dst[i * sw] += s[i];
+        });
+      }
+  }
+}
+
+// out = act(z) and preact = z for the tile's output channels, z = tile[col, c] (the bias
+// is already in). Runs are disjoint pieces of out: threads take whole runs.
+template <typename T>
+void store_output(const Tile& t, const ConvForwardArgs<T>& a, const T* tile) {
+  const ConvGeometry& g = t.g;
+  const int64_t Cog = g.C_out_group(), n_runs = static_cast<int64_t>(t.runs->size());
+#pragma omp parallel for schedule(static) if (Cog * t.positions > kParallelMinElements)
+  for (int64_t ri = 0; ri < n_runs; ++ri) {
+    const Run& r = (*t.runs)[ri];
+    const int64_t len = r.ox1 - r.ox0;
+    for (int64_t c = 0; c < Cog; ++c) {
+      const int64_t co = t.group * Cog + c;
+      const int64_t offset = ((r.n * g.C_out + co) * t.H_out + r.oy) * t.W_out + r.ox0;
+      const T* src = tile + r.col * Cog + c;
+      if (a.preact)
+        for (int64_t i = 0; i < len; ++i) a.preact[offset + i] = src[i * Cog];
+      T* dst = a.out + offset;
+      if (a.act == Activation::None)
+        for (int64_t i = 0; i < len; ++i) dst[i] = src[i * Cog];
+      else
+        for (int64_t i = 0; i < len; ++i) dst[i] = activation_forward(a.act, src[i * Cog]);
+    }
+  }
+}
+
+// The same from a tile stored by channel, tile[c, col] without the bias: each run is one
+// contiguous copy (bias, preact and act on the way).
+template <typename T>
+void store_rows(const Tile& t, const ConvForwardArgs<T>& a, const T* tile) {
+  const ConvGeometry& g = t.g;
+  const int64_t Cog = g.C_out_group();
+#pragma omp parallel for schedule(static) if (Cog * t.positions > kParallelMinElements)
+  for (int64_t c = 0; c < Cog; ++c) {
+    const int64_t co = t.group * Cog + c;
+    const T b = a.bias ? a.bias[co] : T(0);
+    for (const Run& r : *t.runs) {
+      const int64_t offset = ((r.n * g.C_out + co) * t.H_out + r.oy) * t.W_out + r.ox0;
+      const T* src = tile + c * t.Pt + r.col;
+      const int64_t len = r.ox1 - r.ox0;
+      if (a.preact)
+        for (int64_t i = 0; i < len; ++i) a.preact[offset + i] = src[i] + b;
+      T* dst = a.out + offset;
+      if (a.act == Activation::None)
+        for (int64_t i = 0; i < len; ++i) dst[i] = src[i] + b;
+      else
+        for (int64_t i = 0; i < len; ++i) dst[i] = activation_forward(a.act, src[i] + b);
+    }
+  }
+}
+
+// gt[c, col] = grad_out * act'(preact) for the tile's output channels.
+template <typename T>
+void gather_grad(const Tile& t, const ConvBackwardArgs<T>& a, T* gt) {
+  const ConvGeometry& g = t.g;
+  const int64_t Cog = g.C_out_group();
+  const bool fused = a.act != Activation::None;
+#pragma omp parallel for schedule(static) if (Cog * t.positions > kParallelMinElements)
+  for (int64_t c = 0; c < Cog; ++c) {
+    const int64_t co = t.group * Cog + c;
+    for (const Run& r : *t.runs) {
+      const int64_t offset = ((r.n * g.C_out + co) * t.H_out + r.oy) * t.W_out + r.ox0;
+      const int64_t len = r.ox1 - r.ox0;
+      T* dst = gt + c * t.Pt + r.col;
+      const T* go = a.grad_out + offset;
+      if (fused) {
+        const T* z = a.preact + offset;
+        for (int64_t i = 0; i < len; ++i) dst[i] = go[i] * activation_derivative(a.act, z[i]);
+      } else {
+        std::copy(go, go + len, dst);
+      }
+    }
+  }
+}
+
+int64_t tile_positions(int64_t total, int64_t rows) {
+  return std::clamp(kTileElements / std::max<int64_t>(rows, 1), kMinTilePositions,
+                    std::max<int64_t>(total, 1));
+}
+
+// Runs fn(tile) for each tile of the output positions of group `group`.
+template <typename Fn>
+void for_each_tile(const ConvGeometry& g, int64_t group, int64_t Pt, Fn&& fn) {
+  const int64_t H_out = g.H_out(), W_out = g.W_out(), total = g.N * H_out * W_out;
+  for (int64_t q0 = 0; q0 < total; q0 += Pt) {
+    const int64_t q1 = std::min(total, q0 + Pt);
+    std::vector<Run> runs;
+    runs_of(q0, q1, H_out, W_out, runs);
+    fn(Tile{g, group, H_out, W_out, Pt, &runs, q1 - q0});
+  }
+}
+
+// ---- depthwise: one input channel per group, channel multiplier C_out / C_in
+
+bool is_depthwise(const ConvGeometry& g) { return g.C_in_group() == 1 && g.groups > 1; }
+
+// The output columns a kernel column kx reaches inside the input.
+struct TapSpan {
+  int64_t lo, hi, ix0;  // ox in [lo, hi) read x[ix0 + ox * stride_w]
+};
+TapSpan tap_span(const ConvGeometry& g, int64_t kx, int64_t W_out) {
+  const int64_t ix0 = kx * g.dilation_w - g.pad_left;
+  const Range r = valid_range(ix0, g.stride_w, W_out, g.W);
+  return {r.lo, r.hi, ix0};
+}
+
+template <typename T>
+void depthwise_forward(const ConvForwardArgs<T>& a) {
+  const ConvGeometry& g = a.geo;
+  const int64_t H_out = g.H_out(), W_out = g.W_out(), mult = g.C_out_group(), sw = g.stride_w;
+#pragma omp parallel for schedule(static) if (g.N * g.C_out * H_out * W_out * g.KH * g.KW > kParallelMinElements)
+  for (int64_t plane = 0; plane < g.N * g.C_out; ++plane) {
+    const int64_t n = plane / g.C_out, co = plane % g.C_out;
+    const T* xc = a.x + (n * g.C_in + co / mult) * g.H * g.W;
+    const T* w = a.weight + co * g.KH * g.KW;
+    const T b = a.bias ? a.bias[co] : T(0);
+    for (int64_t oy = 0; oy < H_out; ++oy) {
+      const int64_t offset = (plane * H_out + oy) * W_out;
+      T* row = a.out + offset;
+      std::fill(row, row + W_out, T(0));
+      for (int64_t ky = 0; ky < g.KH; ++ky) {
+        const int64_t iy = oy * g.stride_h - g.pad_top + ky * g.dilation_h;
+        if (iy < 0 || iy >= g.H) continue;
+        const T* xr = xc + iy * g.W;
+        for (int64_t kx = 0; kx < g.KW; ++kx) {
+          const T wv = w[ky * g.KW + kx];
+          const TapSpan s = tap_span(g, kx, W_out);
+          for (int64_t ox = s.lo; ox < s.hi; ++ox) row[ox] += wv * xr[s.ix0 + ox * sw];
+        }
+      }
+      for (int64_t ox = 0; ox < W_out; ++ox) {
+        const T z = row[ox] + b;
+        if (a.preact) a.preact[offset + ox] = z;
+        row[ox] = activation_forward(a.act, z);
+      }
+    }
+  }
+}
+
+// The gradient of the depthwise output plane (n, co) at row oy, act' applied, into `g_row`.
+template <typename T>
+const T* depthwise_grad_row(const ConvBackwardArgs<T>& a, int64_t offset, int64_t W_out, T* g_row) {
+  if (a.act == Activation::None) return a.grad_out + offset;
+  for (int64_t ox = 0; ox < W_out; ++ox)
+    g_row[ox] = a.grad_out[offset + ox] * activation_derivative(a.act, a.preact[offset + ox]);
+  return g_row;
+}
+
+template <typename T>
+void depthwise_backward(const ConvBackwardArgs<T>& a) {
+  const ConvGeometry& g = a.geo;
+  const int64_t H_out = g.H_out(), W_out = g.W_out(), mult = g.C_out_group(), sw = g.stride_w;
+  const int64_t taps = g.KH * g.KW;
+  const bool parallel = g.N * g.C_out * H_out * W_out * taps > kParallelMinElements;
+  // Per thread: a row of g and the taps' sums (allocated here: nothing may throw in a team).
+  const int64_t per_thread = W_out + taps;
+  auto scratch = aligned_array<T>(max_threads() * per_thread);
+  if (a.grad_x) {
+    // Plane (n, ci) of grad_x gathers from its mult output planes, in order.
+    std::fill(a.grad_x, a.grad_x + g.N * g.C_in * g.H * g.W, T(0));
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int64_t plane = 0; plane < g.N * g.C_in; ++plane) {
+      T* g_row = scratch.get() + thread_id() * per_thread;
+      const int64_t n = plane / g.C_in, ci = plane % g.C_in;
+      T* gx = a.grad_x + plane * g.H * g.W;
+      for (int64_t m = 0; m < mult; ++m) {
+        const int64_t co = ci * mult + m;
+        const T* w = a.weight + co * taps;
+        for (int64_t oy = 0; oy < H_out; ++oy) {
+          const T* gr = depthwise_grad_row(a, ((n * g.C_out + co) * H_out + oy) * W_out, W_out,
+                                           g_row);
+          for (int64_t ky = 0; ky < g.KH; ++ky) {
+            const int64_t iy = oy * g.stride_h - g.pad_top + ky * g.dilation_h;
+            if (iy < 0 || iy >= g.H) continue;
+            T* xr = gx + iy * g.W;
+            for (int64_t kx = 0; kx < g.KW; ++kx) {
+              const T wv = w[ky * g.KW + kx];
+              const TapSpan s = tap_span(g, kx, W_out);
+              for (int64_t ox = s.lo; ox < s.hi; ++ox) xr[s.ix0 + ox * sw] += wv * gr[ox];
+            }
+          }
+        }
+      }
+    }
+  }
+  if (a.grad_weight || a.grad_bias) {
+    // Channel co owns its taps and bias; images and rows are summed in order.
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int64_t co = 0; co < g.C_out; ++co) {
+      T* g_row = scratch.get() + thread_id() * per_thread;
+      T* dw = g_row + W_out;
+      std::fill(dw, dw + taps, T(0));
+      T db = T(0);
+      for (int64_t n = 0; n < g.N; ++n) {
+        const T* xc = a.x ? a.x + (n * g.C_in + co / mult) * g.H * g.W : nullptr;
+        for (int64_t oy = 0; oy < H_out; ++oy) {
+          const T* gr = depthwise_grad_row(a, ((n * g.C_out + co) * H_out + oy) * W_out, W_out,
+                                           g_row);
+          for (int64_t ox = 0; ox < W_out; ++ox) db += gr[ox];
+          if (!a.grad_weight) continue;
+          for (int64_t ky = 0; ky < g.KH; ++ky) {
+            const int64_t iy = oy * g.stride_h - g.pad_top + ky * g.dilation_h;
+            if (iy < 0 || iy >= g.H) continue;
+            const T* xr = xc + iy * g.W;
+            for (int64_t kx = 0; kx < g.KW; ++kx) {
+              const TapSpan s = tap_span(g, kx, W_out);
+              T sum = T(0);
+              for (int64_t ox = s.lo; ox < s.hi; ++ox) sum += gr[ox] * xr[s.ix0 + ox * sw];
+              dw[ky * g.KW + kx] += sum;
+            }
+          }
+        }
+      }
+      if (a.grad_weight) std::copy(dw, dw + taps, a.grad_weight + co * taps);
+      if (a.grad_bias) a.grad_bias[co] = db;
+    }
+  }
+}
+
+// grad_bias[co] = sum of g over images and positions; channels are independent.
+template <typename T>
+void bias_grad(const ConvBackwardArgs<T>& a) {
+  const ConvGeometry& g = a.geo;
+  const int64_t P = g.H_out() * g.W_out();
+#pragma omp parallel for schedule(static) if (g.N * g.C_out * P > kParallelMinElements)
+  for (int64_t co = 0; co < g.C_out; ++co) {
+    T sum = T(0);
+    for (int64_t n = 0; n < g.N; ++n) {
+      const int64_t offset = (n * g.C_out + co) * P;
+      const T* go = a.grad_out + offset;
+      if (a.act == Activation::None) {
+        for (int64_t p = 0; p < P; ++p) sum += go[p];
+      } else {
+        const T* z = a.preact + offset;
+        for (int64_t p = 0; p < P; ++p) sum += go[p] * activation_derivative(a.act, z[p]);
+      }
+    }
+    a.grad_bias[co] = sum;
+  }
+}
+
+}  // namespace
+
+// Few patch elements (an image network's first layers): the GEMM is short, and moving its
+// result position by position would cost as much, so the filters are the GEMM's rows and
+// each tile row goes to out as one contiguous run. Tiles run one after the other, the
+// GEMM and the passes each split among the threads.
+template <typename T>
+void forward_small_patch(const ConvForwardArgs<T>& a) {
+  const ConvGeometry& g = a.geo;
+  const int64_t K = g.K(), Cog = g.C_out_group();
+  const int64_t Pt = tile_positions(g.N * g.H_out() * g.W_out(), K + Cog);
+  auto col = aligned_array<T>(K * Pt);
+  auto tile = aligned_array<T>(Cog * Pt);
+  for (int64_t group = 0; group < g.groups; ++group)
+    for_each_tile(g, group, Pt, [&](const Tile& t) {
+      im2col(t, a.x, col.get());
+      // tile[c, j] = sum_k W_g[c, k] col[k, j]
+      gemm<T>(Cog, t.positions, K, {a.weight + group * Cog * K, K, 1}, {col.get(), 1, Pt},
+              tile.get(), Pt);
+      store_rows(t, a, tile.get());
+    });
+}
+
+template <typename T>
+void conv_forward(const ConvForwardArgs<T>& a) {
+  const ConvGeometry& g = a.geo;
+  if (is_depthwise(g)) return depthwise_forward(a);
+  if (g.K() <= kSmallPatch) return forward_small_patch(a);
+  const int64_t K = g.K(), Cog = g.C_out_group(), H_out = g.H_out(), W_out = g.W_out();
+  const int64_t total = g.N * H_out * W_out;
+  // Threads take whole tiles: each runs im2col, packs the tile, multiplies it by the packed
+  // filters and stores it, alone and in its own workspace; every output element comes from
+  // one tile, so the thread count changes nothing.
+  constexpr int64_t kMaxMr = 16;  // packed_rows_size(m, K) <= (m + kMaxMr) * K for every m
+  const int64_t Pt = std::clamp<int64_t>(kThreadTileBytes / int64_t(sizeof(T)) / (2 * K + Cog),
+                                         kMinTilePositions, std::max<int64_t>(total, 1));
+  // A 1x1 convolution with stride 1 and no padding reads x as it is stored (the input
+  // channels of a position are P apart): no im2col, provided a tile stays within one
+  // image, so those tiles are cut per image.
+  const int64_t P = H_out * W_out;
+  const bool pointwise = g.KH == 1 && g.KW == 1 && g.stride_h == 1 && g.stride_w == 1 &&
+                         g.pad_top == 0 && g.pad_bottom == 0 && g.pad_left == 0 && g.pad_right == 0;
+  const int64_t tiles_per_image = ceil_div(P, Pt);
+  const int64_t n_tiles = pointwise ? g.N * tiles_per_image : ceil_div(total, Pt);
+  const double work = double(total) * double(K) * double(Cog);
+  const int nt = work < double(kParallelMinElements) * 8 ? 1
+                                                          : int(std::min<int64_t>(max_threads(), n_tiles));
+  const int64_t col_size = K * Pt, packed_size = (Pt + kMaxMr) * K, tile_size = Pt * Cog;
+  const int64_t per_thread = col_size + packed_size + tile_size;
+  auto workspace = aligned_array<T>(nt * per_thread);
+  std::vector<std::vector<Run>> runs(nt);
+  for (auto& r : runs) r.reserve(Pt);
+  for (int64_t group = 0; group < g.groups; ++group) {
+    // Positions are the GEMM's rows and the group's filters its columns (packed once), so
+    // the bias rides in the GEMM's epilogue: tile[j, c] = sum_k col[k, j] W_g[c, k] + b[c].
+    const PackedOperand<T> w = pack_operand<T>(Cog, K, {a.weight + group * Cog * K, K, 1});
+    const GemmEpilogue<T> bias{a.bias ? a.bias + group * Cog : nullptr};
+#pragma omp parallel num_threads(nt)
+    {
+      const int id = thread_id();
+      T* col = workspace.get() + id * per_thread;
+      T* packed = col + col_size;
+      T* tile = packed + packed_size;
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < n_tiles; ++i) {
+        const int64_t n = i / tiles_per_image, p0 = i % tiles_per_image * Pt;
+        const int64_t q0 = pointwise ? n * P + p0 : i * Pt;
+        const int64_t q1 = pointwise ? n * P + std::min(P, p0 + Pt) : std::min(total, q0 + Pt);
+        const int64_t m = q1 - q0;
+        runs_of(q0, q1, H_out, W_out, runs[id]);
+        const Tile t{g, group, H_out, W_out, Pt, &runs[id], m};
+        if (pointwise) {
+          pack_rows<T>(m, K, {a.x + (n * g.C_in + group * K) * P + p0, 1, P}, packed);
+        } else {
+          im2col(t, a.x, col);
+          pack_rows<T>(m, K, {col, 1, Pt}, packed);
+        }
+        gemm_packed_columns<T>(m, packed, w, 0, Cog, tile, Cog, bias);
+        store_output(t, a, tile);
+      }
+    }
+  }
+}
+
+template <typename T>
+void conv_backward(const ConvBackwardArgs<T>& a) {
+  const ConvGeometry& g = a.geo;
+  if (is_depthwise(g)) return depthwise_backward(a);
+  if (a.grad_bias) bias_grad(a);
+  if (!a.grad_x && !a.grad_weight) return;
+  const int64_t K = g.K(), Cog = g.C_out_group();
+  if (a.grad_x) std::fill(a.grad_x, a.grad_x + g.N * g.C_in * g.H * g.W, T(0));
+  if (a.grad_weight) std::fill(a.grad_weight, a.grad_weight + g.C_out * K, T(0));
+  const int64_t Pt = tile_positions(g.N * g.H_out() * g.W_out(), K + Cog);
+  auto col = aligned_array<T>(K * Pt);
+  auto gt = aligned_array<T>(Cog * Pt);
+  auto dw = aligned_array<T>(a.grad_weight ? Cog * K : 1);
+  for (int64_t group = 0; group < g.groups; ++group) {
+    const T* w = a.weight + group * Cog * K;
+    T* grad_w = a.grad_weight ? a.grad_weight + group * Cog * K : nullptr;
+    for_each_tile(g, group, Pt, [&](const Tile& t) {
+      gather_grad(t, a, gt.get());
+      if (a.grad_x) {
+        // col[k, j] = sum_c W_g[c, k] gt[c, j]
+        gemm<T>(K, t.positions, Cog, {w, 1, K}, {gt.get(), 1, Pt}, col.get(), Pt);
+        col2im(t, col.get(), a.grad_x);
+      }
+      if (grad_w) {
+        im2col(t, a.x, col.get());
+        // dw[c, k] = sum_j gt[c, j] col[k, j], added to grad_w tile after tile
+        gemm<T>(Cog, K, t.positions, {gt.get(), Pt, 1}, {col.get(), Pt, 1}, dw.get(), K);
+        T* d = dw.get();
+#pragma omp parallel for schedule(static) if (Cog * K > kParallelMinElements)
+        for (int64_t i = 0; i < Cog * K; ++i) grad_w[i] += d[i];
+      }
+    });
+  }
+}
+
+template void conv_forward<float>(const ConvForwardArgs<float>&);
+template void conv_forward<double>(const ConvForwardArgs<double>&);
+template void conv_backward<float>(const ConvBackwardArgs<float>&);
+template void conv_backward<double>(const ConvBackwardArgs<double>&);
+
+}  // namespace unet::cpu
