@@ -42,11 +42,6 @@ std::string mode_str(RnnMode mode) {
   return "?";
 }
 
-bool parse_bool(py::handle obj, const char* name) {
-  if (!PyBool_Check(obj.ptr())) type_error(name, "expected a bool, got " + type_name(obj));
-  return obj.ptr() == Py_True;
-}
-
 // A size argument: a Python int (not a bool) in [0, 2^62).
 int64_t parse_size(py::handle obj, const char* name) {
   if (!PyLong_Check(obj.ptr()) || PyBool_Check(obj.ptr()))

@@ -4,6 +4,7 @@ Light ops run through the array module; the heavy ones (the fused linear
 kernel, the fused whole-sequence recurrent kernels, and the convolutions to come) call ``unet._C``.
 """
 from .activation import gelu, leaky_relu, log_softmax, relu, sigmoid, softmax, tanh
+from .ctc import ctc_loss
 from .dropout import dropout
 from .embedding import embedding
 from .linear import linear
@@ -15,5 +16,5 @@ from .tensor_ops import cat, concat, split, stack, where
 __all__ = [
     "gelu", "leaky_relu", "log_softmax", "relu", "sigmoid", "softmax", "tanh", "dropout",
     "embedding", "linear", "binary_cross_entropy_with_logits", "cross_entropy", "mse_loss",
-    "nll_loss", "layer_norm", "rnn", "cat", "concat", "split", "stack", "where",
+    "nll_loss", "ctc_loss", "layer_norm", "rnn", "cat", "concat", "split", "stack", "where",
 ]

@@ -3,7 +3,7 @@ from . import init
 from .containers import ModuleList, Sequential
 from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, LeakyReLU, Linear, LogSoftmax,
                      ReLU, Sigmoid, Softmax, Tanh)
-from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss, CTCLoss, MSELoss, NLLLoss
 from .module import Module, Parameter
 from . import utils
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase
@@ -11,6 +11,6 @@ from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBas
 __all__ = [
     "init", "Module", "Parameter", "Sequential", "ModuleList", "Linear", "Embedding", "Dropout",
     "LayerNorm", "Identity", "ReLU", "GELU", "Tanh", "Sigmoid", "LeakyReLU", "Softmax",
-    "LogSoftmax", "MSELoss", "CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss", "RNNBase", "RNN", "LSTM", "GRU",
+    "LogSoftmax", "MSELoss", "CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss", "CTCLoss", "RNNBase", "RNN", "LSTM", "GRU",
     "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell", "utils",
 ]
