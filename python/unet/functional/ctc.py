@@ -60,7 +60,7 @@ def _host_ints(value, argname):
     except (TypeError, ValueError):
         raise TypeError(f"{argname}: expected integers (a Tensor, array or sequence), got "
                         f"{type(value).__name__}") from None
-    if array.dtype.kind not in "iu":
+    if array.dtype.kind not in "iu" and array.size:  # np.asarray([]) is float64: an empty list is fine
         raise TypeError(f"{argname}: expected integers, got dtype {array.dtype}")
     return np.ascontiguousarray(array, dtype=np.int64)
 
