@@ -3,9 +3,9 @@
 // One block per sequence, its threads over the extended labels s. Alpha for every step goes
 // to the workspace (one __syncthreads per step); beta runs backwards in two workspace rows,
 // and after each beta row the gradient row: every class that occurs in l' has one "head"
-// thread (its first position s), which sums alpha + beta over the class's positions along a
-// linked list in ascending s, the order of the CPU kernel, so results are run-to-run
-// identical. The labels and the links live in shared memory (8 bytes per extended label).
+// thread (its first position s), which sums the occupancies exp(alpha + beta - lp + nll) over
+// the class's positions along a linked list in ascending s, the order of the CPU kernel, so
+// results are run-to-run identical. The labels and the links live in shared memory (8 bytes per extended label).
 // The index arrays are device memory the bindings could not read: lengths and labels are
 // checked here, and a sequence with one out of range gets NaN instead of a bad read.
 #include <cuda_runtime.h>
@@ -156,9 +156,13 @@ __global__ void __launch_bounds__(kThreads) ctc_kernel(CtcArgs<T> a) {
     const T* at = alpha + t * ld;
     for (int64_t s = threadIdx.x; s < L; s += blockDim.x) {
       if (!(link[s] & 1)) continue;
-      T occupancy = neg_inf<T>();
-      for (int64_t r = s; r >= 0; r = (link[r] >> 1) - 1) occupancy = log_add(occupancy, at[r] + cur[r]);
-      if (occupancy != neg_inf<T>()) g[lab[s]] = -exp(occupancy + nll - lp(t, lab[s]));
+      const T lp_c = lp(t, lab[s]);
+      T occupancy = T(0);
+      for (int64_t r = s; r >= 0; r = (link[r] >> 1) - 1) {
+        const T both = at[r] + cur[r];  // -inf where no path passes (r, t); lp_c may be -inf there
+        if (both != neg_inf<T>()) occupancy += exp(both + nll - lp_c);
+      }
+      g[lab[s]] = -occupancy;
     }
     T* done = next;  // read by no one from here on: the next step's row
     next = cur;
