@@ -7,8 +7,10 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <vector>
 
+#include "gemm.h"
 #include "unet/activations.h"
 #include "unet/ctc.h"
 
@@ -18,6 +20,9 @@ namespace {
 using detail::bit_cast_;
 using detail::exp_;
 
+// Inlined into each instruction set's entry point below, so that each compiles for its own.
+#define UNET_CTC_INLINE __attribute__((always_inline)) inline
+
 template <typename T>
 constexpr T kNegInf = -std::numeric_limits<T>::infinity();
 
@@ -26,7 +31,7 @@ constexpr T kNegInf = -std::numeric_limits<T>::infinity();
 // z = (f - 1) / (f + 1), |z| < 0.172 (series to z^13 for float, z^25 for double). Here x
 // is a sum of exps in [1, 3]: within 3 ulp of ln x, far below an ulp of the log-probabilities
 // it is added to.
-inline float log_(float x) {
+UNET_CTC_INLINE float log_(float x) {
   const uint32_t bits = bit_cast_<uint32_t>(x), mantissa = bits & 0x007fffffu;
   const bool big = mantissa > 0x003504f3u;  // f above sqrt(2): halve it
   const float f = bit_cast_<float>(mantissa | (big ? 0x3f000000u : 0x3f800000u));
@@ -36,7 +41,7 @@ inline float log_(float x) {
   for (int k = 11; k >= 1; k -= 2) p = p * z2 + 2.0f / static_cast<float>(k);
   return p * z + e * 0.693147182f;
 }
-inline double log_(double x) {
+UNET_CTC_INLINE double log_(double x) {
   const uint64_t bits = bit_cast_<uint64_t>(x), mantissa = bits & 0x000fffffffffffffull;
   const bool big = mantissa > 0x0006a09e667f3bcdull;
   const double f = bit_cast_<double>(mantissa | (big ? 0x3fe0000000000000ull : 0x3ff0000000000000ull));
@@ -49,14 +54,79 @@ inline double log_(double x) {
 
 // ln(e^a + e^b + e^c) without branches (-inf when all three are).
 template <typename T>
-inline T log_add3(T a, T b, T c) {
+UNET_CTC_INLINE T log_add3(T a, T b, T c) {
   const T m = std::max(a, std::max(b, c));
   const T sum = exp_(a - m) + exp_(b - m) + exp_(c - m);  // in [1, 3]; NaN when m = -inf
   return m == kNegInf<T> ? m : m + log_(sum);
 }
 template <typename T>
-inline T log_add(T a, T b) {
+UNET_CTC_INLINE T log_add(T a, T b) {
   return log_add3(a, b, kNegInf<T>);
+}
+
+// The loops over s of one step, for every s the same arithmetic (so they vectorize):
+//   Alpha      out = cur alpha row from x = the previous one, s >= 2
+//   Beta       out = cur beta row from x = the next one, s < L - 2
+//   Occupancy  out[s] = exp(x[s] + y[s] + nll - lp[s]) from x = alpha, y = beta (0 where
+//              x + y = -inf: no path passes there, and lp may be -inf)
+enum class Row { Alpha, Beta, Occupancy };
+
+template <typename T>
+UNET_CTC_INLINE void run_row(Row kind, const T* x, const T* y, const T* lp, const T* skip, T nll,
+                             T* out, int64_t L) {
+  switch (kind) {
+    case Row::Alpha:
+      for (int64_t s = 2; s < L; ++s) out[s] = log_add3(x[s], x[s - 1], x[s - 2] + skip[s]) + lp[s];
+      break;
+    case Row::Beta:
+      for (int64_t s = 0; s + 2 < L; ++s)
+        out[s] = log_add3(x[s], x[s + 1], x[s + 2] + skip[s + 2]) + lp[s];
+      break;
+    case Row::Occupancy:
+      for (int64_t s = 0; s < L; ++s) {
+        const T both = x[s] + y[s];
+        const T e = exp_(both + nll - lp[s]);
+        out[s] = both == kNegInf<T> ? T(0) : e;
+      }
+      break;
+  }
+}
+
+// One entry point per instruction set; row_kernel<T>() the one the GEMM chose for this CPU.
+#if defined(__x86_64__) || defined(__i386__)
+template <typename T>
+__attribute__((target("avx512f,fma"))) void run_row_avx512(Row kind, const T* x, const T* y,
+                                                            const T* lp, const T* skip, T nll,
+                                                            T* out, int64_t L) {
+  run_row(kind, x, y, lp, skip, nll, out, L);
+}
+template <typename T>
+__attribute__((target("avx2,fma"))) void run_row_avx2(Row kind, const T* x, const T* y,
+                                                      const T* lp, const T* skip, T nll, T* out,
+                                                      int64_t L) {
+  run_row(kind, x, y, lp, skip, nll, out, L);
+}
+#endif
+template <typename T>
+void run_row_generic(Row kind, const T* x, const T* y, const T* lp, const T* skip, T nll, T* out,
+                     int64_t L) {
+  run_row(kind, x, y, lp, skip, nll, out, L);
+}
+
+template <typename T>
+using RowFn = void (*)(Row, const T*, const T*, const T*, const T*, T, T*, int64_t);
+
+template <typename T>
+RowFn<T> row_kernel() {
+  static const RowFn<T> fn = [] {
+    const std::string isa = gemm_kernel_isa();
+#if defined(__x86_64__) || defined(__i386__)
+    if (isa == "avx512") return &run_row_avx512<T>;
+    if (isa == "avx2") return &run_row_avx2<T>;
+#endif
+    return &run_row_generic<T>;
+  }();
+  return fn;
 }
 
 // One sequence: its extended labels, and per step the log-probabilities gathered along them.
@@ -87,6 +157,7 @@ struct Sequence {
 
 template <typename T>
 T forward_alpha(Sequence<T>& q, T* alpha, int64_t ld) {
+  const RowFn<T> row = row_kernel<T>();
   const int64_t L = q.length;
   q.gather(0);
   std::fill(alpha, alpha + L, kNegInf<T>);
@@ -97,10 +168,9 @@ T forward_alpha(Sequence<T>& q, T* alpha, int64_t ld) {
     const T* prev = alpha + (t - 1) * ld;
     T* cur = alpha + t * ld;
     const T* lp = q.lp.data();
-    const T* skip = q.skip.data();
     cur[0] = prev[0] + lp[0];
     if (L > 1) cur[1] = log_add(prev[1], prev[0]) + lp[1];
-    for (int64_t s = 2; s < L; ++s) cur[s] = log_add3(prev[s], prev[s - 1], prev[s - 2] + skip[s]) + lp[s];
+    row(Row::Alpha, prev, nullptr, lp, q.skip.data(), T(0), cur, L);
   }
   const T* last = alpha + (q.steps - 1) * ld;
   return -(L > 1 ? log_add(last[L - 1], last[L - 2]) : last[0]);
@@ -110,6 +180,7 @@ T forward_alpha(Sequence<T>& q, T* alpha, int64_t ld) {
 // over the positions s of each class, of the occupancy exp(alpha + beta - lp + nll).
 template <typename T>
 void backward_beta(Sequence<T>& q, const T* alpha, int64_t ld, T* next, T* cur, T nll) {
+  const RowFn<T> row = row_kernel<T>();
   const int64_t L = q.length;
   std::vector<T> occupancy(L);
   for (int64_t t = q.steps - 1; t >= 0; --t) {
@@ -120,18 +191,11 @@ void backward_beta(Sequence<T>& q, const T* alpha, int64_t ld, T* next, T* cur, 
       cur[L - 1] = lp[L - 1];
       if (L > 1) cur[L - 2] = lp[L - 2];
     } else {
-      const T* skip = q.skip.data();
-      for (int64_t s = 0; s + 2 < L; ++s)
-        cur[s] = log_add3(next[s], next[s + 1], next[s + 2] + skip[s + 2]) + lp[s];
+      row(Row::Beta, next, nullptr, lp, q.skip.data(), T(0), cur, L);
       if (L > 1) cur[L - 2] = log_add(next[L - 2], next[L - 1]) + lp[L - 2];
       cur[L - 1] = next[L - 1] + lp[L - 1];
     }
-    const T* at = alpha + t * ld;
-    for (int64_t s = 0; s < L; ++s) {
-      const T both = at[s] + cur[s];  // -inf where no path passes (s, t); lp may be -inf there
-      const T e = exp_(both + nll - lp[s]);
-      occupancy[s] = both == kNegInf<T> ? T(0) : e;
-    }
+    row(Row::Occupancy, alpha + t * ld, cur, lp, nullptr, nll, occupancy.data(), L);
     T* g = q.grad_row(t);
     std::fill_n(g, q.a.classes, T(0));
     for (int64_t s = 0; s < L; ++s) g[q.label[s]] -= occupancy[s];
