@@ -382,4 +382,18 @@ uintptr_t parse_stream(py::handle obj) {
   return static_cast<uintptr_t>(v);
 }
 
+bool parse_bool(py::handle obj, const char* name) {
+  if (!PyBool_Check(obj.ptr())) type_error(name, "expected a bool, got " + type_name(obj));
+  return obj.ptr() == Py_True;
+}
+
+int64_t parse_int(py::handle obj, const char* name) {
+  if (!PyLong_Check(obj.ptr()) || PyBool_Check(obj.ptr()))
+    type_error(name, "expected an int, got " + type_name(obj));
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(obj.ptr(), &overflow);
+  if (overflow) value_error(name, "expected an int64 value, got " + std::string(py::str(obj)));
+  return v;
+}
+
 }  // namespace unet::bindings

@@ -81,6 +81,10 @@ bool parse_bool(py::handle obj, const char* name);
 const char* activation_name(Activation act);
 // A cudaStream_t as a Python int (e.g. cupy.cuda.get_current_stream().ptr); 0 = default.
 uintptr_t parse_stream(py::handle obj);
+// A Python bool (TypeError otherwise).
+bool parse_bool(py::handle obj, const char* name);
+// A Python int (not a bool) that fits int64 (TypeError / ValueError otherwise).
+int64_t parse_int(py::handle obj, const char* name);
 
 inline const Array* ptr(const std::optional<Array>& a) { return a ? &*a : nullptr; }
 

@@ -103,4 +103,5 @@ PYBIND11_MODULE(_C, m) {
   unet::bindings::register_matmul(m);
   unet::bindings::register_rnn(m);
   unet::bindings::register_conv(m);
+  unet::bindings::register_ctc(m);
 }

@@ -73,3 +73,25 @@ class BCEWithLogitsLoss(_Loss):
     def forward(self, input, target):
         return F.binary_cross_entropy_with_logits(input, target, self.weight, self.reduction,
                                                   self.pos_weight)
+
+
+class CTCLoss(_Loss):
+    """Connectionist temporal classification (``F.ctc_loss``): log_probs (T, N, C), targets,
+    input_lengths, target_lengths."""
+
+    def __init__(self, blank=0, reduction="mean", zero_infinity=False):
+        super().__init__(reduction)
+        if isinstance(blank, bool) or not isinstance(blank, int) or blank < 0:
+            raise ValueError(f"blank: expected a non-negative int (a class index), got {blank!r}")
+        if not isinstance(zero_infinity, bool):
+            raise TypeError(f"zero_infinity: expected a bool, got {type(zero_infinity).__name__}")
+        self.blank = blank
+        self.zero_infinity = zero_infinity
+
+    def forward(self, log_probs, targets, input_lengths, target_lengths):
+        return F.ctc_loss(log_probs, targets, input_lengths, target_lengths, self.blank,
+                          self.reduction, self.zero_infinity)
+
+    def extra_repr(self):
+        parts = [f"blank={self.blank}", super().extra_repr()] + (["zero_infinity=True"] if self.zero_infinity else [])
+        return ", ".join(p for p in parts if p)
