@@ -498,7 +498,37 @@ def _line_chunks(stream, size):
 
 # ================================================================= shared
 
-SUBCOMMANDS = (add_info_parser, add_train_parser, add_predict_parser)
+def launch(args) -> int:
+    from .distributed.launch import launch as run_ranks
+
+    if not args.command_line:
+        raise UsageError("script: expected a Python script to run (unet launch -n 4 train.py ARGS)")
+    env = {"UNET_DIST_TIMEOUT": args.timeout} if args.timeout is not None else None
+    try:
+        return run_ranks(args.nprocs, args.command_line, hostfile=args.hostfile, env=env)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+
+
+def add_launch_parser(subparsers):
+    parser = subparsers.add_parser(
+        "launch", help="run a training script in N processes (data parallel) through mpiexec",
+        description="Start N ranks of a script with the MPI launcher installed with unet (mpiexec); "
+                    "each calls unet.distributed.init(). Exit status non-zero when any rank fails.",
+        epilog="examples:  unet launch -n 4 train.py --epochs 3\n"
+               "           unet launch -n 16 --hostfile hosts train.py   (4 nodes x 4 GPUs)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", "--nprocs", type=_positive(int), required=True, metavar="N",
+                        help="number of processes (one per GPU)")
+    parser.add_argument("--hostfile", metavar="FILE", help="hosts to spread the ranks over (MPI hostfile)")
+    parser.add_argument("--timeout", type=_positive(float), metavar="S",
+                        help="seconds a collective may wait for a silent rank before every rank stops "
+                             "(default 180)")
+    parser.add_argument("command_line", nargs=argparse.REMAINDER, metavar="script [args ...]")
+    parser.set_defaults(func=launch)
+
+
+SUBCOMMANDS = (add_info_parser, add_train_parser, add_predict_parser, add_launch_parser)
 
 
 def _positive(kind):

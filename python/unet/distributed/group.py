@@ -6,6 +6,7 @@ import sys
 
 from .. import backend as _backend
 from . import env
+from .launch import record_rank
 
 DEFAULT_TIMEOUT_S = 180.0
 _group = None
@@ -37,6 +38,7 @@ def init(backend: str | None = None, timeout: float | None = None):
         _group = _nccl_backend(mpi_launch, env_launch, timeout)
     if _group.world_size > 1:
         _install_excepthook()
+        record_rank(_group.rank)
     return _group
 
 

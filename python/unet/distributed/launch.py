@@ -1,17 +1,21 @@
 """``unet launch -n N script.py args``: a thin wrapper over the MPI launcher (mpiexec).
 
-It only builds the mpiexec command line: the MPI launcher starts the processes and places
-them on the hosts of a hostfile. With MPICH it asks the launcher not to kill the other ranks
-the moment one dies (-disable-auto-cleanup): they then stop within the process group's
-timeout with an error that names the dead rank (MPICH's own message names only a PID);
-an uncaught exception still aborts every rank at once.
+The MPI launcher starts the processes, places them on the hosts of a hostfile and stops
+them all when one dies. ``launch`` adds one thing: MPICH names a dead process only by its
+PID, so every rank records its PID (``UNET_LAUNCH_DIR``, read by ``init``) and ``launch``
+says which rank that PID was.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+
+RANKS_DIR_VARIABLE = "UNET_LAUNCH_DIR"
 
 
 def find_mpiexec() -> str:
@@ -42,8 +46,6 @@ def mpiexec_command(nprocs: int, argv: list, hostfile: str | None = None, mpiexe
     openmpi = _flavour(mpiexec) == "openmpi"
     if openmpi:  # more ranks than cores must be allowed explicitly in Open MPI
         command.append("--oversubscribe")
-    else:
-        command.append("-disable-auto-cleanup")
     if hostfile is not None:
         command += ["--hostfile" if openmpi else "-f", hostfile]
     for name, value in (env or {}).items():
@@ -51,6 +53,28 @@ def mpiexec_command(nprocs: int, argv: list, hostfile: str | None = None, mpiexe
     return command + [sys.executable] + list(argv)
 
 
+def record_rank(rank: int) -> None:
+    """Called by ``init`` under ``launch``: leave "pid host" where ``launch`` can map a PID to a rank."""
+    directory = os.environ.get(RANKS_DIR_VARIABLE)
+    if directory and os.path.isdir(directory):
+        with open(os.path.join(directory, f"{os.getpid()}@{socket.gethostname()}"), "w") as f:
+            f.write(str(rank))
+
+
 def launch(nprocs: int, argv: list, hostfile: str | None = None, env: dict | None = None) -> int:
-    """Run and wait; the exit status is mpiexec's (non-zero when any rank failed)."""
-    return subprocess.call(mpiexec_command(nprocs, argv, hostfile, env=env))
+    """Run ``argv`` in ``nprocs`` ranks and wait. The exit status is mpiexec's (non-zero when any
+    rank failed); the launcher's output passes through, plus a line naming the rank that died."""
+    with tempfile.TemporaryDirectory(prefix="unet-launch-") as ranks_dir:
+        command = mpiexec_command(nprocs, argv, hostfile, env={**(env or {}), RANKS_DIR_VARIABLE: ranks_dir})
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, bufsize=1)
+        dead = []
+        for line in process.stdout:  # MPICH reports "PID <pid> RUNNING AT <host>" on stdout
+            sys.stdout.write(line)
+            dead += re.findall(r"PID (\d+) RUNNING AT (\S+)", line)
+        status = process.wait()
+        for pid, host in dead if status else ():
+            path = os.path.join(ranks_dir, f"{pid}@{host}")
+            rank = open(path).read() if os.path.exists(path) else "?"
+            sys.stderr.write(f"unet launch: rank {rank} (pid {pid} on {host}) died first; the launcher "
+                             "stopped the other ranks\n")
+        return status

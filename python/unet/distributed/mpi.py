@@ -78,7 +78,7 @@ class MPIBackend:
         for r in others:
             self._replies.append(self.probe_comm.isend(work.seq, dest=r, tag=_PROBE_ASK))
         pending = {r: self.probe_comm.irecv(source=r, tag=_PROBE_REPLY) for r in others}
-        answers, deadline = {}, time.monotonic() + _PROBE_WINDOW_S
+        answers, deadline = {}, time.monotonic() + min(_PROBE_WINDOW_S, limit)
         while pending and time.monotonic() < deadline:
             self.serve_while_waiting()
             for r in list(pending):
