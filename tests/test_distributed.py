@@ -168,3 +168,25 @@ def test_sampler_shuffles_per_epoch_and_shards_disjointly():
         dist.DistributedSampler(data, 4, 4)
     with pytest.raises(ValueError, match="epoch: expected a non-negative int"):
         samplers[0].set_epoch(-1)
+
+
+def test_rendezvous_hands_rank0_payload_to_every_rank():
+    import socket
+    import threading
+
+    from unet.distributed.rendezvous import share_from_rank0
+
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    got = {}
+    threads = [threading.Thread(target=lambda r=r: got.__setitem__(
+        r, share_from_rank0(b"id-123" if r == 0 else None, r, 3, "127.0.0.1", port, timeout=20)))
+        for r in (1, 2, 0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert got == {0: b"id-123", 1: b"id-123", 2: b"id-123"}
+    with pytest.raises(TimeoutError, match="could not reach rank 0"):
+        share_from_rank0(None, 1, 2, "127.0.0.1", port, timeout=0.5)
