@@ -122,6 +122,10 @@ class DistributedDataParallel(Module):
         bucket.slot(i)[...] = param.grad.data.reshape(-1)
         bucket.ready += 1
         self._launch_ready_buckets()
+        # MPI moves a non-blocking collective forward only inside MPI calls: test the ones in
+        # flight so they progress while backward computes (NCCL needs no help)
+        for launched in self._buckets[:self._next_bucket]:
+            launched.work.is_completed()
 
     def _start_backward(self):
         object.__setattr__(self, "_in_backward", True)

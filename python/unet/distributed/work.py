@@ -48,5 +48,5 @@ class Work:
             self.backend.serve_while_waiting()
             polls += 1
             if polls > 100:  # spin briefly for latency, then yield the core to the other ranks
-                time.sleep(min(1e-3, 1e-5 * (polls - 100)))
+                time.sleep(min(2e-4, 1e-6 * (polls - 100)))
         return True
