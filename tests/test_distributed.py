@@ -190,3 +190,28 @@ def test_rendezvous_hands_rank0_payload_to_every_rank():
     assert got == {0: b"id-123", 1: b"id-123", 2: b"id-123"}
     with pytest.raises(TimeoutError, match="could not reach rank 0"):
         share_from_rank0(None, 1, 2, "127.0.0.1", port, timeout=0.5)
+
+
+def _unet_train_on_two_ranks(out, *argv):
+    command = [sys.executable, "-m", "unet", "launch", "-n", "2", "-m", "unet", "train", "--gpus", "0",
+               "--examples", "120", "--hidden", "8", "--embedding", "8", "--batch-size", "16",
+               "--no-progress", "--out", str(out), *argv]
+    environ = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(HERE, "..", "python"),
+                                                            os.environ.get("PYTHONPATH", "")]),
+                   OMP_NUM_THREADS="1")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=HARD_TIMEOUT_S, env=environ)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return result.stdout
+
+
+def test_unet_train_data_parallel_logs_once_and_resumes_exactly(tmp_path):
+    straight = _unet_train_on_two_ranks(tmp_path / "straight", "--epochs", "2")
+    assert straight.count("done: held-out") == 1 and straight.count("epoch 2/2") == 1  # rank 0 alone
+    assert "data parallel: 2 processes (mpi), 54 training examples each" in straight
+    _unet_train_on_two_ranks(tmp_path / "resumed", "--epochs", "2", "--stop-after", "1")
+    _unet_train_on_two_ranks(tmp_path / "resumed", "--resume")
+    a, b = (unet.load(str(tmp_path / run / "checkpoint.unet")) for run in ("straight", "resumed"))
+    weights = a["model"]["state"]
+    assert len(weights) > 5 and set(weights) == set(b["model"]["state"])
+    for key, value in weights.items():
+        np.testing.assert_array_equal(value.numpy(), b["model"]["state"][key].numpy(), err_msg=key)
