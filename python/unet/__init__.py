@@ -25,6 +25,7 @@ from .tensor import Tensor
 from . import functional
 from .functional import cat, concat, stack, where
 from . import nn, optim
+from . import distributed
 from .checkpoint import load, save
 from .info import info
 from .models import UNet
@@ -35,6 +36,6 @@ __all__ = [
     "__version__", "Tensor", "tensor", "zeros", "ones", "full", "zeros_like", "ones_like",
     "full_like", "randn_like", "rand_like", "randn", "rand", "arange", "from_dlpack", "no_grad", "enable_grad", "is_grad_enabled",
     "manual_seed", "cuda_available", "device", "float64", "float32", "float16", "bfloat16",
-    "int64", "int32", "bool_", "cat", "concat", "stack", "where", "functional", "nn", "optim",
+    "int64", "int32", "bool_", "cat", "concat", "stack", "where", "functional", "nn", "optim", "distributed",
     "save", "load", "info", "UNet",
 ]
