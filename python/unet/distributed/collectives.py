@@ -60,7 +60,7 @@ def _finish(work, async_op):
 
 def _reduce(group, buf, op):
     """Start a reduction; an average is a sum divided by the world size where the backend lacks one."""
-    if op == ReduceOp.AVG and not getattr(group, "native_avg", False):
+    if op == ReduceOp.AVG and not group.native_avg:
         return ReduceOp.SUM, (lambda: buf.__itruediv__(group.world_size))
     return op, (lambda: None)
 

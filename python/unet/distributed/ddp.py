@@ -16,8 +16,8 @@ from .collectives import all_reduce, broadcast
 class _Bucket:
     """Parameters whose gradients travel in one flat buffer (one dtype, one device)."""
 
-    def __init__(self, index, params, xp):
-        self.index, self.params = index, params
+    def __init__(self, params, xp):
+        self.params = params
         self.offsets = np.cumsum([0] + [p.numel() for p in params])
         self.flat = xp.zeros(int(self.offsets[-1]), params[0].dtype)
         self.ready = 0
@@ -59,19 +59,19 @@ class DistributedDataParallel(Module):
             if p.device.type != group.device_type:
                 raise ValueError(f"module: parameter {name!r} is on {p.device}, but backend "
                                  f"{group.name!r} works on {group.device_type} tensors")
-        object.__setattr__(self, "_names", {id(p): n for n, p in named})
+        self._names = {id(p): n for n, p in named}
         self._check_same_model(group, [p for _, p in named])
         self._broadcast_state(group)
-        object.__setattr__(self, "_buckets", _make_buckets([p for _, p in named], bucket_cap_mb * 2**20))
+        self._buckets = _make_buckets([p for _, p in named], bucket_cap_mb * 2**20)
         # parameter -> (bucket, position); hooks fire as each gradient completes
-        object.__setattr__(self, "_where", {})
-        object.__setattr__(self, "_handles", [])
+        self._where = {}
         for bucket in self._buckets:
             for i, p in enumerate(bucket.params):
                 self._where[id(p)] = (bucket, i)
-                self._handles.append(p.register_post_accumulate_grad_hook(self._grad_ready))
-        object.__setattr__(self, "_in_backward", False)
-        object.__setattr__(self, "_next_bucket", 0)
+                p.register_post_accumulate_grad_hook(self._grad_ready)
+        self._in_backward = False
+        self._next_bucket = 0   # buckets below it are in flight
+        self._used = set()      # parameters whose gradient arrived in this backward pass
 
     # ------------------------------------------------------------ wrap time
     @staticmethod
@@ -96,7 +96,7 @@ class DistributedDataParallel(Module):
 
     # ------------------------------------------------------------ training
     def forward(self, *args, **kwargs):
-        object.__setattr__(self, "_in_backward", False)  # a backward that raised left no state behind
+        self._in_backward = False  # a backward that raised left no state behind
         if self.broadcast_buffers and self.module.training and any(True for _ in self.module.buffers()):
             self._broadcast_state(_group_module.current(), buffers_only=True)
         return self.module(*args, **kwargs)
@@ -128,9 +128,9 @@ class DistributedDataParallel(Module):
             launched.work.is_completed()
 
     def _start_backward(self):
-        object.__setattr__(self, "_in_backward", True)
-        object.__setattr__(self, "_next_bucket", 0)
-        object.__setattr__(self, "_used", set())
+        self._in_backward = True
+        self._next_bucket = 0
+        self._used = set()
         for bucket in self._buckets:
             bucket.ready, bucket.work = 0, None
         queue_callback(self._finish_backward)
@@ -144,10 +144,10 @@ class DistributedDataParallel(Module):
                 return
             bucket.flat /= group.world_size
             bucket.work = group.all_reduce(bucket.flat, "sum")
-            object.__setattr__(self, "_next_bucket", self._next_bucket + 1)
+            self._next_bucket += 1
 
     def _finish_backward(self):
-        object.__setattr__(self, "_in_backward", False)
+        self._in_backward = False
         missing = [p for b in self._buckets for p in b.params if id(p) not in self._used]
         if missing and not self.find_unused_parameters:
             names = ", ".join(self._names[id(p)] for p in missing[:10])
@@ -193,4 +193,4 @@ def _make_buckets(params, cap_bytes):
             current = []
         current.append(p)
     buckets.append(current)
-    return [_Bucket(i, b, array_module(b[0].data)) for i, b in enumerate(buckets)]
+    return [_Bucket(b, array_module(b[0].data)) for b in buckets]

@@ -44,8 +44,10 @@ def mpiexec_command(nprocs: int, argv: list, hostfile: str | None = None, mpiexe
     mpiexec = mpiexec or find_mpiexec()
     command = [mpiexec, "-n", str(nprocs)]
     openmpi = _flavour(mpiexec) == "openmpi"
-    if openmpi:  # more ranks than cores must be allowed explicitly in Open MPI
+    if openmpi:  # Open MPI wants more ranks than cores, and running as root, allowed explicitly
         command.append("--oversubscribe")
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            command.append("--allow-run-as-root")
     if hostfile is not None:
         command += ["--hostfile" if openmpi else "-f", hostfile]
     for name, value in (env or {}).items():

@@ -26,6 +26,7 @@ class MPIBackend:
     device_type = "cpu"
     # MPI has no 16-bit floats: the collectives layer sends float16/bfloat16 as float32
     native_dtypes = frozenset(np.dtype(t) for t in ("float32", "float64", "int32", "int64"))
+    native_avg = False
 
     def __init__(self, timeout: float):
         self.MPI = MPI = import_mpi()
@@ -36,8 +37,7 @@ class MPIBackend:
         self.timeout = timeout
         self._ops = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
         self._sequence = 0
-        self._replies = []  # probe replies still being sent
-        self.current = None  # the Work this rank waits on, reported to probes
+        self._replies = []  # probe messages still being sent
 
     def next_sequence_number(self) -> int:
         self._sequence += 1
@@ -63,7 +63,7 @@ class MPIBackend:
         return self._work("barrier", self.comm.Ibarrier())
 
     # ---- fault handling
-    def serve_while_waiting(self, work=None):
+    def serve_while_waiting(self):
         """Answer the probes of ranks whose collective timed out: "alive, at collective #n"."""
         status = self.MPI.Status()
         while self.probe_comm.Iprobe(source=self.MPI.ANY_SOURCE, tag=_PROBE_ASK, status=status):
