@@ -36,10 +36,11 @@ import unet.functional as F
 
 
 def bus_bandwidth(nbytes, seconds, world):
-    return nbytes * 2 * (world - 1) / world / seconds / 1e9 if world > 1 else float("nan")
+    """nccl-tests' bus bandwidth (0 for one rank: nothing crosses a link)."""
+    return nbytes * 2 * (world - 1) / world / seconds / 1e9
 
 
-def alternate(fns, repeats, warmup, sync):
+def alternate(fns, repeats, warmup, sync, device):
     """Median seconds of each fn, the fns interleaved so both see the same machine state."""
     for fn in fns:
         for _ in range(warmup):
@@ -54,21 +55,21 @@ def alternate(fns, repeats, warmup, sync):
             sync()
             t.append(time.perf_counter() - t0)
     # every rank must agree on one time: the slowest rank's
-    return [float(_max_over_ranks(np.median(t))) for t in times]
+    return [_max_over_ranks(np.median(t), device) for t in times]
 
 
-def _max_over_ranks(value):
-    t = unet.tensor(np.array([value]))
+def _max_over_ranks(value, device):
+    t = unet.tensor(np.array([value])).to(device)
     dist.all_reduce(t, "max")
-    return t.item()
+    return float(t.item())
 
 
-def bench_allreduce(args, group, xp, sync):
+def bench_allreduce(args, group, xp, sync, device):
     results = []
     size = 1024
     while size <= args.max_mb * 2**20:
         n = size // 4
-        ours = unet.tensor(xp.ones(n, np.float32)) if xp is np else unet.Tensor._wrap(xp.ones(n, np.float32))
+        ours = unet.ones(n).to(device)
         raw = xp.ones(n, np.float32)
         if group.name == "mpi":
             from mpi4py import MPI
@@ -81,10 +82,12 @@ def bench_allreduce(args, group, xp, sync):
             def raw_call():
                 group.comm.allReduce(raw.data.ptr, raw.data.ptr, n, 7, 0, cupy.cuda.get_current_stream().ptr)
         repeats = max(3, min(args.repeats, int(2e8 // max(size, 1))))
-        t_ours, t_raw = alternate([lambda: dist.all_reduce(ours), raw_call], repeats, args.warmup, sync)
+        t_ours, t_raw = alternate([lambda: dist.all_reduce(ours), raw_call], repeats, args.warmup, sync,
+                                  device)
         results.append({"bytes": size, "time_s": {"unet": t_ours, "raw": t_raw},
                         "busbw_GBps": {"unet": bus_bandwidth(size, t_ours, group.world_size),
                                        "raw": bus_bandwidth(size, t_raw, group.world_size)},
+                        "algbw_GBps": {"unet": size / t_ours / 1e9, "raw": size / t_raw / 1e9},
                         "ratio": t_ours / t_raw})
         size *= 4
     return results
@@ -152,7 +155,7 @@ def bench_ddp(args, group, device, sync):
         def compute_only():
             with ddp.no_sync():
                 step()
-        t_ddp, t_compute = alternate([step, compute_only], args.repeats, args.warmup, sync)
+        t_ddp, t_compute = alternate([step, compute_only], args.repeats, args.warmup, sync, device)
         if group.rank == 0:
             results.append({"model": name, "parameters": sum(p.numel() for p in ddp.parameters()),
                             "buckets": len(ddp._buckets),
@@ -168,9 +171,10 @@ def worker(args):
         xp, sync = cupy, lambda: cupy.cuda.get_current_stream().synchronize()
     else:
         xp, sync = np, lambda: None
+    device = f"cuda:{group.local_rank}" if args.device == "cuda" else "cpu"
     report = {"world_size": group.world_size, "backend": group.name,
-              "allreduce": bench_allreduce(args, group, xp, sync)}
-    report["ddp"] = bench_ddp(args, group, f"cuda:{group.local_rank}" if args.device == "cuda" else "cpu", sync)
+              "allreduce": bench_allreduce(args, group, xp, sync, device),
+              "ddp": bench_ddp(args, group, device, sync)}
     if group.rank == 0:
         with open(args.worker_out, "w") as f:
             json.dump(report, f)
@@ -178,16 +182,18 @@ def worker(args):
 
 def main():
     parser = make_parser(__doc__, repeats=10, warmup=2, dtypes=("float32",))
-    parser.add_argument("--nprocs", type=int, default=2)
+    parser.add_argument("--nprocs", type=int, help="ranks (default: 2 on the CPU, one per GPU on cuda)")
     parser.add_argument("--max-mb", type=int, default=256)
     parser.add_argument("--bucket-mb", type=float, default=25.0)
     parser.add_argument("--worker-out", help=argparse_hidden())
     args = parse_args(parser)
     if args.worker_out:
         return worker(args)
+    if args.nprocs is None:
+        args.nprocs = unet.backend.require_cupy().cuda.runtime.getDeviceCount() if args.device == "cuda" else 2
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "ranks.json")
-        argv = [os.path.abspath(__file__), *sys.argv[1:], "--worker-out", out]
+        argv = [os.path.abspath(__file__), *sys.argv[1:], "--nprocs", str(args.nprocs), "--worker-out", out]
         env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
         status = subprocess.call(dist.mpiexec_command(args.nprocs, argv), env=env)
         if status:
