@@ -200,7 +200,7 @@ def test_bad_tag_lines_and_unknown_labels_are_named(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--gpus", "2"], "not available yet"),
+    (["--gpus", "2"], "usable GPU(s)"),
     (["--task", "lm"], "needs --data"),
     (["--task", "tag", "--data", "x", "--tokenizer", "char"], "already split"),
     (["--resume"], "no checkpoint"),

@@ -24,7 +24,7 @@ from .creation import (arange, from_dlpack, full, full_like, ones, ones_like, ra
 from .tensor import Tensor
 from . import functional
 from .functional import cat, concat, stack, where
-from . import amp, nn, optim
+from . import amp, distributed, nn, optim
 from .checkpoint import load, save
 from .info import info
 from .models import UNet
@@ -36,6 +36,6 @@ __all__ = [
     "full_like", "randn_like", "rand_like", "randn", "rand", "arange", "from_dlpack", "no_grad", "enable_grad", "is_grad_enabled",
     "manual_seed", "use_deterministic", "is_deterministic", "cuda_available", "device", "float64",
     "float32", "float16", "bfloat16", "int64", "int32", "bool_", "cat", "concat", "stack", "where",
-    "functional", "nn", "optim", "amp",
+    "functional", "nn", "optim", "amp", "distributed",
     "save", "load", "info", "UNet",
 ]

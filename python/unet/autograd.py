@@ -153,47 +153,87 @@ def _accumulate(existing, grad):
     return grad if existing is None else existing + grad
 
 
+def queue_callback(callback):
+    """Run ``callback()`` once the backward pass now running has finished (as torch's
+    ``Variable._execution_engine.queue_callback``): DDP waits for its last all-reduce there."""
+    callbacks = getattr(_state, "callbacks", None)
+    if callbacks is None:
+        raise RuntimeError("queue_callback: no backward pass is running (call it from a gradient hook)")
+    callbacks.append(callback)
+
+
 def run_backward(root, grad, retain_graph: bool = False):
-    """Back-propagate ``grad`` (an array shaped like ``root``) into every leaf's ``.grad``."""
-    if root._node is None:
-        root._accumulate_grad(grad)
-        return
+    """Back-propagate ``grad`` (an array shaped like ``root``) into every leaf's ``.grad``, then run
+    the callbacks queued meanwhile."""
+    outer = getattr(_state, "callbacks", None)
+    _state.callbacks = callbacks = []
+    try:
+        with no_grad():
+            if root._node is None:
+                root._accumulate_grad(grad)
+                root._run_post_accumulate_grad_hooks()
+            else:
+                _walk(root, grad, retain_graph)
+            for callback in callbacks:  # a callback may queue another: it runs too
+                callback()
+    finally:
+        _state.callbacks = outer
+
+
+def _walk(root, grad, retain_graph):
+    order = _topological_order(root._node)
+    # leaves with post-accumulate hooks: how many nodes still feed them; a hook runs when its
+    # leaf's gradient is complete, i.e. after the last of those nodes
+    uses = {}
+    for node in order:
+        for t in node.inputs:
+            if t._node is None and t._post_accumulate_grad_hooks:
+                uses[id(t)] = uses.get(id(t), 0) + 1
+    received = set()
     pending = {id(root._node): [None] * len(root._node.out_meta)}
     pending[id(root._node)][root._out_index] = grad
-    with no_grad():
-        for node in _topological_order(root._node):
-            grads = pending.pop(id(node), None)
-            if grads is None:
-                continue
-            node._check_saved()
-            xp = array_module(next(g for g in grads if g is not None))
-            grads = [xp.zeros(shape, dtype) if g is None else g
-                     for g, (shape, dtype) in zip(grads, node.out_meta)]
-            for index, ref in node._retained.items():
-                t = ref()
-                if t is not None:
-                    t._accumulate_grad(grads[index])
-            input_grads = node.backward(*grads)
-            if not isinstance(input_grads, tuple):
-                input_grads = (input_grads,)
-            if len(input_grads) != len(node.inputs):
-                raise RuntimeError(f"{type(node).__name__}.backward returned {len(input_grads)} "
-                                   f"gradients for {len(node.inputs)} inputs")
-            for t, g in zip(node.inputs, input_grads):
-                if g is None or not t.requires_grad:
-                    continue
-                if g.shape != t.shape:
-                    raise RuntimeError(f"{type(node).__name__}.backward produced a gradient of shape "
-                                       f"{g.shape} for an input of shape {t.shape}")
-                if g.dtype != t.dtype:  # mixed-dtype ops: each input gets a gradient of its own dtype
-                    g = g.astype(t.dtype)
-                if t._node is None:
-                    t._accumulate_grad(g)
-                else:
-                    slot = pending.setdefault(id(t._node), [None] * len(t._node.out_meta))
-                    slot[t._out_index] = _accumulate(slot[t._out_index], g)
-            if not retain_graph:
-                node._release()
+    for node in order:
+        grads = pending.pop(id(node), None)
+        if grads is not None:
+            _run_node(node, grads, pending, received, retain_graph)
+        for t in node.inputs:
+            if id(t) in uses:
+                uses[id(t)] -= 1
+                if uses[id(t)] == 0 and id(t) in received:
+                    t._run_post_accumulate_grad_hooks()
+
+
+def _run_node(node, grads, pending, received, retain_graph):
+    node._check_saved()
+    xp = array_module(next(g for g in grads if g is not None))
+    grads = [xp.zeros(shape, dtype) if g is None else g
+             for g, (shape, dtype) in zip(grads, node.out_meta)]
+    for index, ref in node._retained.items():
+        t = ref()
+        if t is not None:
+            t._accumulate_grad(grads[index])
+    input_grads = node.backward(*grads)
+    if not isinstance(input_grads, tuple):
+        input_grads = (input_grads,)
+    if len(input_grads) != len(node.inputs):
+        raise RuntimeError(f"{type(node).__name__}.backward returned {len(input_grads)} "
+                           f"gradients for {len(node.inputs)} inputs")
+    for t, g in zip(node.inputs, input_grads):
+        if g is None or not t.requires_grad:
+            continue
+        if g.shape != t.shape:
+            raise RuntimeError(f"{type(node).__name__}.backward produced a gradient of shape "
+                               f"{g.shape} for an input of shape {t.shape}")
+        if g.dtype != t.dtype:  # mixed-dtype ops: each input gets a gradient of its own dtype
+            g = g.astype(t.dtype)
+        if t._node is None:
+            t._accumulate_grad(g)
+            received.add(id(t))
+        else:
+            slot = pending.setdefault(id(t._node), [None] * len(t._node.out_meta))
+            slot[t._out_index] = _accumulate(slot[t._out_index], g)
+    if not retain_graph:
+        node._release()
 
 
 def retain(tensor):

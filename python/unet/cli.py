@@ -160,7 +160,8 @@ def add_train_parser(subparsers):
     group.add_argument("--dropout", type=_probability, help=f"default: {d['dropout']}")
     group = parser.add_argument_group("devices")
     group.add_argument("--gpus", type=_non_negative(int), metavar="N",
-                       help="0: CPU; 1: one GPU (needs CuPy); default: a GPU when one is found")
+                       help="0: CPU; 1: one GPU (needs CuPy); N > 1: N processes, one GPU each, "
+                            "data parallel (started through mpiexec); default: a GPU when one is found")
     group.add_argument("--amp", choices=("bf16", "fp16"),
                        help="mixed-precision training: matrix products in bfloat16 or float16 (float16 "
                             "with loss scaling), float32 parameters; on the CPU the 16-bit rounding is "
@@ -182,13 +183,12 @@ def add_train_parser(subparsers):
 
 def train(args) -> int:
     from . import backend
-    from .models.trainer import Trainer, TrainingError, TrainingInterrupted, read_checkpoint
+    from .models.trainer import TrainingError, TrainingInterrupted, read_checkpoint
     from .tasks import DataError
 
     wall0, cpu0 = time.perf_counter(), time.process_time()
     given = {k: v for k, v in vars(args).items() if k in TRAIN_DEFAULTS and v is not None}
     opts = argparse.Namespace(**{**TRAIN_DEFAULTS, **given})
-    _check_devices(opts)
     out = opts.out or DEFAULT_OUT.format(name=_run_name(opts))
     path = os.path.join(out, CHECKPOINT_NAME)
     state = None
@@ -204,22 +204,36 @@ def train(args) -> int:
         raise UsageError(f"{path} exists: pass --resume to continue that run, --overwrite to start afresh, "
                          "or --out DIR for a new one")
     _check_task_options(opts, given)
-    device = _device(opts.gpus, backend)
-    say = (lambda *a: None) if opts.quiet else (lambda *a: print(*a, flush=True))
+    from .distributed.env import launched_by_mpi
+    if opts.gpus is not None and opts.gpus > 1 and not launched_by_mpi():
+        return _launch_ranks(opts.gpus, args.argv, backend)
+    group, device = _join_data_parallel(opts, backend)
+    main_rank = group is None or group.rank == 0  # the one that logs and writes checkpoints
+    if not main_rank:
+        opts.no_progress = True
+    say = (lambda *a: None) if opts.quiet or not main_rank else (lambda *a: print(*a, flush=True))
 
     try:
         data = _prepare_data(opts, state, say)
     except DataError as e:
         raise UsageError(str(e)) from None
+    if group is not None:
+        data["train"] = _shard(data["train"], group, opts.seed)
     model, trainer, loaders = _prepare_training(opts, data, state, device, path)
+    if group is not None:  # its gradient hooks average every backward pass over the ranks
+        from .distributed import DistributedDataParallel
+        DistributedDataParallel(model)
+        say(f"data parallel: {group.world_size} processes ({group.name}), "
+            f"{len(data['train'])} training examples each")
     run = _describe_run(opts, model, device, say, path, trainer, loaders[0])
-    os.makedirs(out, exist_ok=True)
+    if main_rank:
+        os.makedirs(out, exist_ok=True)
 
     epochs = opts.epochs if opts.stop_after is None else min(opts.epochs, trainer.epoch + opts.stop_after)
     extra = {"task": opts.task, "args": vars(opts), "encoders": data["encoder_config"], "data": data["sources"]}
     start_epoch = trainer.epoch
     try:
-        trainer.fit(loaders[0], loaders[1], epochs, checkpoint=path, extra=extra,
+        trainer.fit(loaders[0], loaders[1], epochs, checkpoint=path if main_rank else None, extra=extra,
                     on_epoch_end=lambda t, m: _end_of_epoch(t, m, opts, data, say, run))
     except TrainingInterrupted:
         print(f"\ninterrupted: the last consistent state (epoch {trainer.epoch}, step {trainer.step}) is saved "
@@ -228,7 +242,8 @@ def train(args) -> int:
     except TrainingError as e:
         print(f"unet train: error: {e}", file=sys.stderr)
         return EXIT_FAILURE
-    _summary(opts, trainer, start_epoch, path, out, wall0, cpu0)
+    if main_rank:
+        _summary(opts, trainer, start_epoch, path, out, wall0, cpu0)
     return 0
 
 
@@ -236,10 +251,45 @@ def _run_name(opts) -> str:
     return opts.synthetic if opts.task == "translate" and opts.data is None else opts.task
 
 
-def _check_devices(opts):
-    if opts.gpus is not None and opts.gpus > 1:
-        raise UsageError(f"--gpus {opts.gpus}: multi-GPU data-parallel training is not available yet; "
-                         "use --gpus 1 (or 0 for the CPU)")
+
+def _launch_ranks(gpus, argv, backend) -> int:
+    """``unet train --gpus N``: the same command in N processes through mpiexec (each joins in
+    ``_join_data_parallel``); the exit status is the launcher's."""
+    from .distributed.launch import launch
+
+    found = backend.cupy_module().cuda.runtime.getDeviceCount() if backend.cuda_available() else 0
+    if found < gpus:
+        raise UsageError(f"--gpus {gpus}: this machine has {found} usable GPU(s) (CuPy with CUDA devices); "
+                         "for several machines use unet launch -n N --hostfile FILE -m unet train ...")
+    try:
+        return launch(gpus, ["-m", "unet", "train", *argv])
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+
+
+def _join_data_parallel(opts, backend):
+    """(process group or None, device). Started by mpiexec (``--gpus N``, ``unet launch``, mpirun):
+    join the group and take GPU LOCAL_RANK (or the CPU with --gpus 0); else train alone."""
+    from .distributed.env import launched_by_mpi
+
+    if not launched_by_mpi():
+        return None, _device(opts.gpus, backend)
+    from . import distributed
+
+    on_gpu = opts.gpus != 0 and backend.cuda_available()
+    group = distributed.init(backend="nccl" if on_gpu else "mpi")
+    return group, (f"cuda:{group.local_rank}" if on_gpu else "cpu")
+
+
+def _shard(dataset, group, seed):
+    """This rank's share of the training set: a seeded shuffle dealt out round-robin, padded so
+    every rank has as many examples (so as many batches, so the all-reduces pair up)."""
+    from .data.datasets import Dataset
+    from .distributed import DistributedSampler
+
+    indices = list(DistributedSampler(dataset, group.world_size, group.rank, shuffle=True, seed=seed))
+    return Dataset({name: [dataset.column(name)[i] for i in indices] for name in dataset.columns},
+                   dataset.sequences)
 
 
 def _device(gpus, backend) -> str:
@@ -512,7 +562,40 @@ def _line_chunks(stream, size):
 
 # ================================================================= shared
 
-SUBCOMMANDS = (add_info_parser, add_train_parser, add_predict_parser)
+def launch(args) -> int:
+    from .distributed.launch import launch as run_ranks
+
+    command = (["-m", args.module] if args.module else []) + args.command_line
+    if not command:
+        raise UsageError("script: expected a Python script (or -m module) to run: unet launch -n 4 train.py ARGS")
+    env = {"UNET_DIST_TIMEOUT": args.timeout} if args.timeout is not None else None
+    try:
+        return run_ranks(args.nprocs, command, hostfile=args.hostfile, env=env)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+
+
+def add_launch_parser(subparsers):
+    parser = subparsers.add_parser(
+        "launch", help="run a training script in N processes (data parallel) through mpiexec",
+        description="Start N ranks of a script with the MPI launcher installed with unet (mpiexec); "
+                    "each calls unet.distributed.init(). Exit status non-zero when any rank fails.",
+        epilog="examples:  unet launch -n 4 train.py --epochs 3\n"
+               "           unet launch -n 16 --hostfile hosts train.py   (4 nodes x 4 GPUs)\n"
+               "           unet launch -n 2 -m unet train --gpus 0        (2 CPU processes)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", "--nprocs", type=_positive(int), required=True, metavar="N",
+                        help="number of processes (one per GPU)")
+    parser.add_argument("--hostfile", metavar="FILE", help="hosts to spread the ranks over (MPI hostfile)")
+    parser.add_argument("--timeout", type=_positive(float), metavar="S",
+                        help="seconds a collective may wait for a silent rank before every rank stops "
+                             "(default 180)")
+    parser.add_argument("-m", dest="module", metavar="MODULE", help="run a module (as python -m) instead of a script")
+    parser.add_argument("command_line", nargs=argparse.REMAINDER, metavar="script [args ...]")
+    parser.set_defaults(func=launch)
+
+
+SUBCOMMANDS = (add_info_parser, add_train_parser, add_predict_parser, add_launch_parser)
 
 
 def _positive(kind):
@@ -555,7 +638,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv[1:]  # after the subcommand: what `unet train --gpus N` hands its N processes
     from .models.trainer import CheckpointError
 
     try:

@@ -14,6 +14,20 @@ from .backend import Device, array_module, device_of, resolve_dtype
 MinMax = collections.namedtuple("MinMax", ["values", "indices"])
 
 
+class RemovableHandle:
+    """What a ``register_*_hook`` call returns: ``remove()`` takes the hook out again."""
+
+    _next_id = 0
+
+    def __init__(self, hooks: dict, hook):
+        RemovableHandle._next_id += 1
+        self.id, self._hooks = RemovableHandle._next_id, hooks
+        hooks[self.id] = hook
+
+    def remove(self):
+        self._hooks.pop(self.id, None)
+
+
 class Tensor:
     """An n-dimensional array that records the operations applied to it for ``backward()``."""
 
@@ -41,6 +55,7 @@ class Tensor:
         self.grad = None
         self._node = None
         self._out_index = 0
+        self._post_accumulate_grad_hooks = {}
         # in-place changes counted in a box shared with every view of the same memory
         self._version_box = [0]
 
@@ -190,6 +205,22 @@ class Tensor:
             raise TypeError(f"requires_grad: only floating-point tensors can require gradients, "
                             f"got dtype {self.dtype}")
         self.requires_grad = bool(flag)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(self)`` in each backward pass once this leaf's ``.grad`` holds all of that
+        pass's gradient (torch's name and meaning). Returns a handle whose ``remove()`` undoes it."""
+        if not self.is_leaf:
+            raise RuntimeError("register_post_accumulate_grad_hook: only leaf tensors accumulate "
+                               "gradients; this tensor was computed by an op")
+        if not self.requires_grad:
+            raise RuntimeError("register_post_accumulate_grad_hook: the tensor does not require grad")
+        if not callable(hook):
+            raise TypeError(f"hook: expected a callable, got {type(hook).__name__}")
+        return RemovableHandle(self._post_accumulate_grad_hooks, hook)
+
+    def _run_post_accumulate_grad_hooks(self):
+        for hook in list(self._post_accumulate_grad_hooks.values()):
+            hook(self)
 
     def retain_grad(self):
         if self.requires_grad and not self.is_leaf:

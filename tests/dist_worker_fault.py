@@ -1,0 +1,30 @@
+"""Run under mpiexec -n N with argv[1] in raise|kill|hang: rank 1 fails at step 3 of DDP training."""
+import os
+import signal
+import sys
+import time
+
+import unet
+import unet.distributed as dist
+from unet import nn, optim
+import unet.functional as F
+
+mode = sys.argv[1]
+dist.init(backend="mpi")  # timeout from UNET_DIST_TIMEOUT
+rank = dist.get_rank()
+unet.manual_seed(0)
+ddp = dist.DistributedDataParallel(nn.Sequential(nn.Linear(8, 32, activation="tanh"), nn.Linear(32, 1)))
+opt = optim.SGD(ddp.parameters(), lr=0.01)
+for step in range(1000):
+    if rank == 1 and step == 3:
+        if mode == "raise":
+            raise ValueError("a bad batch on rank 1")
+        if mode == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if mode == "hang":
+            time.sleep(600)
+    loss = F.mse_loss(ddp(unet.randn(16, 8)), unet.randn(16, 1))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+print(f"rank {rank}: finished 1000 steps although rank 1 failed", flush=True)
