@@ -9,9 +9,6 @@
 #endif
 
 namespace unet::bindings {
-namespace {
-
-std::string type_name(py::handle obj) { return py::str(py::type::handle_of(obj).attr("__name__")); }
 
 std::string shape_str(const std::vector<int64_t>& shape) {
   std::ostringstream s;
@@ -20,6 +17,10 @@ std::string shape_str(const std::vector<int64_t>& shape) {
   s << (shape.size() == 1 ? ",)" : ")");
   return s.str();
 }
+
+namespace {
+
+std::string type_name(py::handle obj) { return py::str(py::type::handle_of(obj).attr("__name__")); }
 
 [[noreturn]] void type_error(const std::string& name, const std::string& msg) {
   throw py::type_error(name + ": " + msg);

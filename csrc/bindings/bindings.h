@@ -7,5 +7,6 @@ namespace unet::bindings {
 
 void register_linear(pybind11::module_& m);
 void register_rnn(pybind11::module_& m);
+void register_optim(pybind11::module_& m);
 
 }  // namespace unet::bindings

@@ -81,4 +81,5 @@ PYBIND11_MODULE(_C, m) {
         "cpu_features, cpu_gemm_kernel (the GEMM micro-kernel in use), openmp_threads.");
   unet::bindings::register_linear(m);
   unet::bindings::register_rnn(m);
+  unet::bindings::register_optim(m);
 }
