@@ -26,6 +26,9 @@ def _cuda_kernels() -> bool:
 
 def why_not(param, grad=None) -> str | None:
     """None when the fused kernels can update this parameter array (from this gradient), else why not."""
+    if (type(param) is np.ndarray and param.dtype in _KERNEL_DTYPES and param.flags.c_contiguous
+            and (grad is None or (type(grad) is np.ndarray and grad.dtype == param.dtype))):
+        return None  # the common case, decided without the checks below (this runs every step)
     if param.dtype not in _KERNEL_DTYPES:
         return f"dtype {param.dtype} (the fused kernels take float32 and float64)"
     if is_cupy_array(param) and not _cuda_kernels():
@@ -38,6 +41,11 @@ def why_not(param, grad=None) -> str | None:
         if device_of(grad) != device_of(param):
             return f"its gradient is on {device_of(grad)}, the parameter on {device_of(param)}"
     return None
+
+
+def device_key(a):
+    """A cheap key that tells devices apart (numpy arrays: "cpu")."""
+    return "cpu" if type(a) is np.ndarray else str(device_of(a))
 
 
 def contiguous(a):

@@ -155,7 +155,7 @@ class Optimizer:
         for group, p in items:
             why = fused_kernels.why_not(p.data, p.grad.data)
             if why is None:
-                buckets.setdefault((p.device, p.dtype), []).append((group, p))
+                buckets.setdefault((fused_kernels.device_key(p.data), p.dtype), []).append((group, p))
             elif self.fused:
                 raise ValueError(f"fused: True, but the fused kernels cannot update a parameter: {why}")
             else:
