@@ -210,15 +210,23 @@ for dtype in (np.float32, np.float64):
 """
 
 
+def _run_script(**env):
+    return subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], env=dict(os.environ, **env),
+                          capture_output=True, text=True, check=True).stdout
+
+
 def test_result_does_not_depend_on_thread_count():
-    outputs = set()
-    for threads in ["1", "2", "3"]:
-        env = dict(os.environ, OMP_NUM_THREADS=threads)
-        run_ = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], env=env, capture_output=True,
-                              text=True, check=True)
-        outputs.add(run_.stdout)
+    outputs = {_run_script(OMP_NUM_THREADS=threads) for threads in ["1", "2", "3"]}
     assert len(outputs) == 1
     assert next(iter(outputs)).count("True") == 2
+
+
+def test_every_instruction_set_gives_the_same_bits():
+    """The loops are compiled for AVX-512, AVX2 and plain x86-64; UNET_CPU_ISA forces the narrower."""
+    features = _C.info()["cpu_features"]
+    isas = ["generic"] + [isa for isa, feature in [("avx2", "avx2"), ("", "avx512f")] if feature in features]
+    outputs = {_run_script(UNET_CPU_ISA=isa, OMP_NUM_THREADS="2") for isa in isas}
+    assert len(outputs) == 1
 
 
 # ---------------------------------------------------------------- step_scaled

@@ -8,6 +8,9 @@
 #include "unet/optim.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #ifdef _OPENMP
@@ -77,15 +80,109 @@ bool multi_tensor_apply(const std::vector<int64_t>& numel, bool checking, Check&
   return found != 0;
 }
 
+// ---- the loops over one tensor's piece, with every option a compile-time constant ----
+
+#define UNET_ALWAYS_INLINE inline __attribute__((always_inline))
+
+// The "found a non-finite value" flags are ORed in an integer as wide as T: a bool
+// accumulator keeps GCC from vectorizing these loops.
 template <typename T>
-bool any_nonfinite(const T* __restrict g, int64_t n, T scale) {
-  bool bad = false;
-  for (int64_t i = 0; i < n; ++i) bad |= !is_finite_(optim::mul_(g[i], scale));
-  return bad;
+using FlagInt = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+
+template <typename T>
+UNET_ALWAYS_INLINE bool check_loop(const T* __restrict g, int64_t n, T scale) {
+  FlagInt<T> bad = 0;
+  for (int64_t i = 0; i < n; ++i) bad |= FlagInt<T>(!is_finite_(optim::mul_(g[i], scale)));
+  return bad != 0;
 }
 
-// Calls f(std::integral_constant<bool, b>) so that a run-time flag becomes a constant in
-// the loops below.
+template <typename T>
+UNET_ALWAYS_INLINE bool unscale_loop(T* __restrict g, int64_t n, T scale) {
+  FlagInt<T> bad = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    g[i] = optim::mul_(g[i], scale);
+    bad |= FlagInt<T>(!is_finite_(g[i]));
+  }
+  return bad != 0;
+}
+
+template <typename T, bool L2, bool MomentumOn, bool First, bool Nesterov>
+UNET_ALWAYS_INLINE void sgd_loop(const optim::SgdCoefficients<T>& c, T* __restrict p,
+                                 const T* __restrict g, T* __restrict buf, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    T unused = T(0);
+    optim::sgd_element(c, L2, MomentumOn, First, Nesterov, p[i], g[i], MomentumOn ? buf[i] : unused);
+  }
+}
+
+template <typename T, bool L2, bool Amsgrad>
+UNET_ALWAYS_INLINE void adam_loop(const optim::AdamCoefficients<T>& c, T* __restrict p,
+                                  const T* __restrict g, T* __restrict m, T* __restrict v,
+                                  T* __restrict v_max, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    T unused = T(0);
+    optim::adam_element(c, L2, Amsgrad, p[i], g[i], m[i], v[i], Amsgrad ? v_max[i] : unused);
+  }
+}
+
+// The loops compiled once per instruction set: the build targets plain x86-64 (SSE2), and
+// Adam's divisions and square root keep SSE2 vectors busy. Every instruction set rounds
+// each operation the same (IEEE), so all give the same bits.
+#define UNET_OPTIM_LOOPS(Name, target)                                                        \
+  struct Name {                                                                               \
+    template <typename T>                                                                     \
+    target static bool check(const T* g, int64_t n, T scale) { return check_loop(g, n, scale); } \
+    template <typename T>                                                                     \
+    target static bool unscale(T* g, int64_t n, T scale) { return unscale_loop(g, n, scale); } \
+    template <typename T, bool L2, bool MomentumOn, bool First, bool Nesterov>                \
+    target static void sgd(const optim::SgdCoefficients<T>& c, T* p, const T* g, T* buf,      \
+                           int64_t n) {                                                       \
+      sgd_loop<T, L2, MomentumOn, First, Nesterov>(c, p, g, buf, n);                          \
+    }                                                                                         \
+    template <typename T, bool L2, bool Amsgrad>                                              \
+    target static void adam(const optim::AdamCoefficients<T>& c, T* p, const T* g, T* m, T* v, \
+                            T* v_max, int64_t n) {                                            \
+      adam_loop<T, L2, Amsgrad>(c, p, g, m, v, v_max, n);                                     \
+    }                                                                                         \
+  };
+UNET_OPTIM_LOOPS(Generic, )
+#if defined(__x86_64__) || defined(__i386__)
+UNET_OPTIM_LOOPS(Avx2, __attribute__((target("avx2"))))
+UNET_OPTIM_LOOPS(Avx512, __attribute__((target("avx512f"))))
+#endif
+#undef UNET_OPTIM_LOOPS
+
+enum class Isa { Generic, Avx2, Avx512 };
+
+// The widest this CPU runs; UNET_CPU_ISA=avx2 or =generic (as for the GEMM) picks a
+// narrower one, so that tests can compare them on one machine.
+Isa isa_for_this_cpu() {
+  static const Isa isa = [] {
+    const char* env = std::getenv("UNET_CPU_ISA");
+    const std::string want = env ? env : "";
+#if defined(__x86_64__) || defined(__i386__)
+    if (want != "avx2" && want != "generic" && __builtin_cpu_supports("avx512f")) return Isa::Avx512;
+    if (want != "generic" && __builtin_cpu_supports("avx2")) return Isa::Avx2;
+#endif
+    return Isa::Generic;
+  }();
+  return isa;
+}
+
+// Calls f(Loops{}) with the loops of this CPU's instruction set.
+template <typename F>
+void with_loops(F&& f) {
+#if defined(__x86_64__) || defined(__i386__)
+  switch (isa_for_this_cpu()) {
+    case Isa::Avx512: return f(Avx512{});
+    case Isa::Avx2: return f(Avx2{});
+    default: break;
+  }
+#endif
+  f(Generic{});
+}
+
+// Calls f(std::integral_constant<bool, b>) so that a run-time flag becomes a constant.
 template <typename F>
 void with_flag(bool b, F&& f) {
   if (b)
@@ -94,7 +191,7 @@ void with_flag(bool b, F&& f) {
     f(std::false_type{});
 }
 
-template <typename T>
+template <typename Loops, typename T>
 void sgd_step_typed(const FusedStepArgs<SgdTensor>& a) {
   const size_t n = a.tensors.size();
   std::vector<optim::SgdCoefficients<T>> coef(n);
@@ -104,23 +201,19 @@ void sgd_step_typed(const FusedStepArgs<SgdTensor>& a) {
     numel[k] = a.tensors[k].numel;
   }
   auto check = [&](size_t k, int64_t lo, int64_t hi) {
-    return any_nonfinite(static_cast<const T*>(a.tensors[k].grad) + lo, hi - lo, coef[k].grad_scale);
+    return Loops::check(static_cast<const T*>(a.tensors[k].grad) + lo, hi - lo, coef[k].grad_scale);
   };
   auto update = [&](size_t k, int64_t lo, int64_t hi) {
     const auto& c = coef[k];
-    T* __restrict p = static_cast<T*>(a.tensors[k].param) + lo;
-    const T* __restrict g = static_cast<const T*>(a.tensors[k].grad) + lo;
-    T* __restrict buf = static_cast<T*>(a.tensors[k].momentum_buffer);
+    T* p = static_cast<T*>(a.tensors[k].param) + lo;
+    const T* g = static_cast<const T*>(a.tensors[k].grad) + lo;
+    T* buf = static_cast<T*>(a.tensors[k].momentum_buffer);
     if (buf) buf += lo;
     with_flag(c.l2, [&](auto l2) {
       with_flag(c.momentum_on, [&](auto momentum_on) {
         with_flag(c.first, [&](auto first) {
           with_flag(c.nesterov, [&](auto nesterov) {
-            for (int64_t i = 0; i < hi - lo; ++i) {
-              T unused = T(0);
-              optim::sgd_element(c, l2(), momentum_on(), first(), nesterov(), p[i], g[i],
-                                 momentum_on() ? buf[i] : unused);
-            }
+            Loops::template sgd<T, l2(), momentum_on(), first(), nesterov()>(c, p, g, buf, hi - lo);
           });
         });
       });
@@ -130,7 +223,7 @@ void sgd_step_typed(const FusedStepArgs<SgdTensor>& a) {
   if (multi_tensor_apply(numel, a.found_inf != nullptr, check, update)) *a.found_inf = 1.0f;
 }
 
-template <typename T>
+template <typename Loops, typename T>
 void adam_step_typed(const FusedStepArgs<AdamTensor>& a) {
   const size_t n = a.tensors.size();
   std::vector<optim::AdamCoefficients<T>> coef(n);
@@ -140,24 +233,18 @@ void adam_step_typed(const FusedStepArgs<AdamTensor>& a) {
     numel[k] = a.tensors[k].numel;
   }
   auto check = [&](size_t k, int64_t lo, int64_t hi) {
-    return any_nonfinite(static_cast<const T*>(a.tensors[k].grad) + lo, hi - lo, coef[k].grad_scale);
+    return Loops::check(static_cast<const T*>(a.tensors[k].grad) + lo, hi - lo, coef[k].grad_scale);
   };
   auto update = [&](size_t k, int64_t lo, int64_t hi) {
     const AdamTensor& t = a.tensors[k];
     const auto& c = coef[k];
-    T* __restrict p = static_cast<T*>(t.param) + lo;
-    const T* __restrict g = static_cast<const T*>(t.grad) + lo;
-    T* __restrict m = static_cast<T*>(t.exp_avg) + lo;
-    T* __restrict v = static_cast<T*>(t.exp_avg_sq) + lo;
-    T* __restrict v_max = static_cast<T*>(t.max_exp_avg_sq);
+    T* v_max = static_cast<T*>(t.max_exp_avg_sq);
     if (v_max) v_max += lo;
     with_flag(c.l2, [&](auto l2) {
       with_flag(c.amsgrad, [&](auto amsgrad) {
-        for (int64_t i = 0; i < hi - lo; ++i) {
-          T unused = T(0);
-          optim::adam_element(c, l2(), amsgrad(), p[i], g[i], m[i], v[i],
-                              amsgrad() ? v_max[i] : unused);
-        }
+        Loops::template adam<T, l2(), amsgrad()>(
+            c, static_cast<T*>(t.param) + lo, static_cast<const T*>(t.grad) + lo,
+            static_cast<T*>(t.exp_avg) + lo, static_cast<T*>(t.exp_avg_sq) + lo, v_max, hi - lo);
       });
     });
   };
@@ -165,33 +252,34 @@ void adam_step_typed(const FusedStepArgs<AdamTensor>& a) {
   if (multi_tensor_apply(numel, a.found_inf != nullptr, check, update)) *a.found_inf = 1.0f;
 }
 
-template <typename T>
+template <typename Loops, typename T>
 bool unscale_segment(void* data, int64_t lo, int64_t hi, double inv_scale, bool in_place) {
-  T* __restrict g = static_cast<T*>(data) + lo;
+  T* g = static_cast<T*>(data) + lo;
   const T scale = T(inv_scale);
-  if (!in_place || inv_scale == 1.0) return any_nonfinite(g, hi - lo, scale);
-  bool bad = false;
-  for (int64_t i = 0; i < hi - lo; ++i) {
-    g[i] = optim::mul_(g[i], scale);
-    bad |= !is_finite_(g[i]);
-  }
-  return bad;
+  if (!in_place || inv_scale == 1.0) return Loops::check(static_cast<const T*>(g), hi - lo, scale);
+  return Loops::unscale(g, hi - lo, scale);
 }
 
 }  // namespace
 
 void sgd_step(const FusedStepArgs<SgdTensor>& args) {
-  if (args.dtype == DType::Float64)
-    sgd_step_typed<double>(args);
-  else
-    sgd_step_typed<float>(args);
+  with_loops([&](auto loops) {
+    using Loops = decltype(loops);
+    if (args.dtype == DType::Float64)
+      sgd_step_typed<Loops, double>(args);
+    else
+      sgd_step_typed<Loops, float>(args);
+  });
 }
 
 void adam_step(const FusedStepArgs<AdamTensor>& args) {
-  if (args.dtype == DType::Float64)
-    adam_step_typed<double>(args);
-  else
-    adam_step_typed<float>(args);
+  with_loops([&](auto loops) {
+    using Loops = decltype(loops);
+    if (args.dtype == DType::Float64)
+      adam_step_typed<Loops, double>(args);
+    else
+      adam_step_typed<Loops, float>(args);
+  });
 }
 
 // One pass: each piece is multiplied and checked together (nothing is skipped here).
@@ -200,15 +288,19 @@ bool unscale_and_check(const UnscaleArgs& args) {
   for (const UnscaleTensor& t : args.tensors) numel.push_back(t.numel);
   int found = 0;
   auto no_check = [](size_t, int64_t, int64_t) { return false; };
-  multi_tensor_apply(numel, false, no_check, [&](size_t k, int64_t lo, int64_t hi) {
-    const UnscaleTensor& t = args.tensors[k];
-    const bool bad = t.dtype == DType::Float64
-                         ? unscale_segment<double>(t.grad, lo, hi, args.inv_scale, args.in_place)
-                         : unscale_segment<float>(t.grad, lo, hi, args.inv_scale, args.in_place);
-    if (bad) {
+  with_loops([&](auto loops) {
+    using Loops = decltype(loops);
+    multi_tensor_apply(numel, false, no_check, [&](size_t k, int64_t lo, int64_t hi) {
+      const UnscaleTensor& t = args.tensors[k];
+      const bool bad =
+          t.dtype == DType::Float64
+              ? unscale_segment<Loops, double>(t.grad, lo, hi, args.inv_scale, args.in_place)
+              : unscale_segment<Loops, float>(t.grad, lo, hi, args.inv_scale, args.in_place);
+      if (bad) {
 #pragma omp atomic write
-      found = 1;
-    }
+        found = 1;
+      }
+    });
   });
   return found != 0;
 }
