@@ -155,10 +155,25 @@ std::string device_str(const Device& d) {
   return "CUDA device " + std::to_string(d.index);
 }
 
+// hasattr without the AttributeError that py::hasattr builds and drops for every numpy
+// array (a formatted message: most of the cost of parsing a small array).
+bool has_cuda_array_interface(py::handle obj) {
+  PyObject* value = nullptr;
+#if PY_VERSION_HEX >= 0x030D0000
+  const int found = PyObject_GetOptionalAttrString(obj.ptr(), "__cuda_array_interface__", &value);
+#else
+  static PyObject* const key = PyUnicode_InternFromString("__cuda_array_interface__");
+  const int found = _PyObject_LookupAttr(obj.ptr(), key, &value);
+#endif
+  Py_XDECREF(value);
+  if (found < 0) throw py::error_already_set();
+  return found == 1;
+}
+
 std::optional<Array> parse_any_array(py::handle obj, const char* name, Role role, Kind kind) {
   if (obj.is_none()) return std::nullopt;
   Array a;
-  if (py::hasattr(obj, "__cuda_array_interface__"))
+  if (has_cuda_array_interface(obj))
     a = parse_cuda_array(obj, name, kind);
   else if (PyObject_CheckBuffer(obj.ptr()))
     a = parse_buffer(obj, name, kind);

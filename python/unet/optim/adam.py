@@ -12,7 +12,7 @@ import math
 
 from .. import _C
 from ..backend import array_module, current_stream_ptr
-from .fused import contiguous, per_tensor
+from .fused import contiguous, group_option, per_tensor
 from .optimizer import Optimizer, check_range
 
 
@@ -102,7 +102,7 @@ class Adam(Optimizer):
             states.append((state, state if state else self._initial_state(p, group)))
         arrays = [s for _, s in states]
         params = [p.data for _, p in items]
-        hyper = lambda value: per_tensor([value(group) for group, _ in items])
+        hyper = group_option(items)
         found_inf = array_module(params[0]).zeros(1, "float32") if check else None
         _C.adam_step(params, [contiguous(p.grad.data) for _, p in items],
                      [s["exp_avg"] for s in arrays], [s["exp_avg_sq"] for s in arrays],

@@ -54,9 +54,18 @@ def contiguous(a):
 
 
 def per_tensor(values: list):
-    """One value when all are equal (the common single-group case parses faster), else the list."""
+    """One value when all are equal (the kernels parse one number faster than a list), else the list."""
     first = values[0]
     return first if all(v == first for v in values) else values
+
+
+def group_option(items: list):
+    """``option(f)``: f(group) when every (group, param) item shares one group, else f per item."""
+    groups = [group for group, _ in items]
+    first = groups[0]
+    if all(group is first for group in groups):
+        return lambda f: f(first)
+    return lambda f: [f(group) for group in groups]
 
 
 def any_nonfinite(grads: list, inv_scale: float) -> bool:

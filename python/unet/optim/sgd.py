@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .. import _C
 from ..backend import array_module, current_stream_ptr
-from .fused import contiguous, per_tensor
+from .fused import contiguous, group_option, per_tensor
 from .optimizer import Optimizer, check_range
 
 
@@ -79,8 +79,9 @@ class SGD(Optimizer):
             grads.append(contiguous(p.grad.data))
             buffers.append(buf)
             first.append(is_new)
-        hyper = lambda key: per_tensor([float(group[key]) for group, _ in items])
-        flag = lambda key: per_tensor([bool(group[key]) for group, _ in items])
+        option = group_option(items)
+        hyper = lambda key: option(lambda group: float(group[key]))
+        flag = lambda key: option(lambda group: bool(group[key]))
         found_inf = array_module(params[0]).zeros(1, "float32") if check else None
         _C.sgd_step(params, grads, buffers, lr=hyper("lr"), momentum=hyper("momentum"),
                     dampening=hyper("dampening"), weight_decay=hyper("weight_decay"),
