@@ -9,9 +9,6 @@
 #endif
 
 namespace unet::bindings {
-namespace {
-
-std::string type_name(py::handle obj) { return py::str(py::type::handle_of(obj).attr("__name__")); }
 
 std::string shape_str(const std::vector<int64_t>& shape) {
   std::ostringstream s;
@@ -20,6 +17,10 @@ std::string shape_str(const std::vector<int64_t>& shape) {
   s << (shape.size() == 1 ? ",)" : ")");
   return s.str();
 }
+
+namespace {
+
+std::string type_name(py::handle obj) { return py::str(py::type::handle_of(obj).attr("__name__")); }
 
 [[noreturn]] void type_error(const std::string& name, const std::string& msg) {
   throw py::type_error(name + ": " + msg);
@@ -210,10 +211,25 @@ std::string device_str(const Device& d) {
   return "CUDA device " + std::to_string(d.index);
 }
 
+// hasattr without the AttributeError that py::hasattr builds and drops for every numpy
+// array (a formatted message: most of the cost of parsing a small array).
+bool has_cuda_array_interface(py::handle obj) {
+  PyObject* value = nullptr;
+#if PY_VERSION_HEX >= 0x030D0000
+  const int found = PyObject_GetOptionalAttrString(obj.ptr(), "__cuda_array_interface__", &value);
+#else
+  static PyObject* const key = PyUnicode_InternFromString("__cuda_array_interface__");
+  const int found = _PyObject_LookupAttr(obj.ptr(), key, &value);
+#endif
+  Py_XDECREF(value);
+  if (found < 0) throw py::error_already_set();
+  return found == 1;
+}
+
 std::optional<Array> parse_any_array(py::handle obj, const char* name, Role role, Kind kind) {
   if (obj.is_none()) return std::nullopt;
   Array a;
-  if (py::hasattr(obj, "__cuda_array_interface__"))
+  if (has_cuda_array_interface(obj))
     a = parse_cuda_array(obj, name, kind);
   else if (kind == Kind::Matrix && py::hasattr(obj, "__array_interface__") && is_bfloat16(obj))
     a = parse_bfloat16_numpy(obj, name);
@@ -354,11 +370,6 @@ Activation parse_activation(py::handle obj) {
   for (const auto& [name, act] : kActivations)
     if (s == name) return act;
   value_error("activation", std::string("expected one of ") + kActivationList + ", got '" + s + "'");
-}
-
-bool parse_bool(py::handle obj, const char* name) {
-  if (!PyBool_Check(obj.ptr())) type_error(name, "expected a bool, got " + type_name(obj));
-  return obj.ptr() == Py_True;
 }
 
 const char* activation_name(Activation act) {

@@ -61,6 +61,8 @@ struct Dim {
 // Checks ndim and sizes, e.g. "weight: expected a 2-D array of shape (N, K=3) matching
 // x (M=2, K=3), got shape (4, 5)". `context` may be empty.
 void check_shape(const Array& a, std::initializer_list<Dim> dims, const std::string& context = "");
+// "(2, 3)", "(4,)": a shape as Python writes it.
+std::string shape_str(const std::vector<int64_t>& shape);
 // "x (M=2, K=3)": an already checked array with its dimension names, for contexts.
 std::string describe(const Array& a, std::initializer_list<const char*> dim_names);
 
@@ -77,7 +79,6 @@ void check_no_overlap(std::initializer_list<const Array*> outputs,
                       std::initializer_list<const Array*> inputs);
 
 Activation parse_activation(py::handle obj);
-bool parse_bool(py::handle obj, const char* name);
 const char* activation_name(Activation act);
 // A cudaStream_t as a Python int (e.g. cupy.cuda.get_current_stream().ptr); 0 = default.
 uintptr_t parse_stream(py::handle obj);

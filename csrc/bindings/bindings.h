@@ -10,5 +10,6 @@ void register_matmul(pybind11::module_& m);
 void register_rnn(pybind11::module_& m);
 void register_conv(pybind11::module_& m);
 void register_ctc(pybind11::module_& m);
+void register_optim(pybind11::module_& m);
 
 }  // namespace unet::bindings

@@ -104,4 +104,5 @@ PYBIND11_MODULE(_C, m) {
   unet::bindings::register_rnn(m);
   unet::bindings::register_conv(m);
   unet::bindings::register_ctc(m);
+  unet::bindings::register_optim(m);
 }

@@ -12,8 +12,9 @@
 from . import lr_scheduler
 from .adam import Adam, AdamW, adam_update
 from .clip import clip_grad_norm_, clip_grad_value_
+from .fused import unscale_and_check
 from .optimizer import Optimizer
 from .sgd import SGD, sgd_update
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "sgd_update", "adam_update", "clip_grad_norm_",
-           "clip_grad_value_", "lr_scheduler"]
+           "clip_grad_value_", "lr_scheduler", "unscale_and_check"]

@@ -2,8 +2,11 @@
 
 A subclass names its options (``defaults``), checks them (``_check_options``)
 and updates one parameter (``_update``); the math itself lives in a small
-module-level function over raw arrays (``sgd_update``, ``adam_update``) so a
-fused kernel can take its place without touching the bookkeeping here.
+module-level function over raw arrays (``sgd_update``, ``adam_update``). A
+subclass with a fused kernel (``_fused_update``: every parameter of one device
+and dtype in one ``unet._C`` call) gets it used where the kernel takes the
+parameters (``fused=None``), always (``fused=True``) or never (``fused=False``);
+both paths give bitwise the same parameters.
 """
 from __future__ import annotations
 
@@ -12,15 +15,23 @@ import numbers
 from collections import defaultdict
 
 from ..autograd import enable_grad, no_grad
-from ..backend import to_device
+from ..backend import array_module, to_device
 from ..tensor import Tensor
+from . import fused as fused_kernels
 
 
 class Optimizer:
     """Holds ``param_groups`` (dicts of ``params`` plus options) and ``state`` (per parameter)."""
 
-    def __init__(self, params, defaults: dict):
+    _has_fused_kernel = False  # subclasses that implement _fused_update say True
+
+    def __init__(self, params, defaults: dict, fused: bool | None = None):
         self._check_options(defaults)
+        if fused is not None and not isinstance(fused, bool):
+            raise TypeError(f"fused: expected None, True or False, got {fused!r}")
+        if fused and not self._has_fused_kernel:
+            raise ValueError(f"fused: {type(self).__name__} has no fused kernel, got fused=True")
+        self.fused = fused
         self.defaults = defaults
         self.state = defaultdict(dict)
         self.param_groups = []
@@ -54,6 +65,11 @@ class Optimizer:
                 raise ValueError("params: a parameter appears more than once "
                                  "(in this group or in another one)")
             seen.add(id(p))
+        if self.fused:
+            for i, p in enumerate(params):
+                why = fused_kernels.why_not(p.data)
+                if why:
+                    raise ValueError(f"fused: True needs parameters the fused kernels take; params[{i}]: {why}")
         group = {**self.defaults, **param_group, "params": params}
         self._check_options(group)
         self.param_groups.append(group)
@@ -81,16 +97,76 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         with no_grad():
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is None:
-                        continue
-                    if p.grad.shape != p.shape:
-                        raise ValueError(f"grad: expected shape {p.shape} (the parameter's), "
-                                         f"got {p.grad.shape}")
-                    self._update(p, p.grad.data, group, self.state[p])
-                    p._bump()  # graphs that saved the old value must notice it changed
+            self._step(None)
         return loss
+
+    def step_scaled(self, scale: float) -> bool:
+        """The step of mixed-precision training, for gradients of a loss multiplied by ``scale``.
+
+        If any gradient is inf or NaN, changes nothing (parameters, state, step
+        counts) and returns True. Otherwise updates as ``step()`` would with each
+        gradient multiplied by ``1 / scale`` (exactly ``grad / scale`` for the
+        power-of-two scales a GradScaler uses), leaves the ``.grad`` arrays as they
+        are, and returns False.
+        """
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (
+                math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale: expected a finite number > 0, got {scale!r}")
+        with no_grad():
+            return self._step(1.0 / float(scale))
+
+    def _step(self, inv_scale: float | None) -> bool:
+        """Update from the gradients times ``inv_scale`` (None: as they are); True: found inf/NaN."""
+        items = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.shape != p.shape:
+                    raise ValueError(f"grad: expected shape {p.shape} (the parameter's), "
+                                     f"got {p.grad.shape}")
+                items.append((group, p))
+        buckets, rest = self._fused_buckets(items)
+        # One fused call checks its gradients before it changes anything; with more than
+        # one pass, every gradient is checked first, so an inf anywhere changes nothing.
+        check_in_kernel = inv_scale is not None and len(buckets) == 1 and not rest
+        rest_grads = [p.grad.data for _, p in rest]
+        if inv_scale is not None and not check_in_kernel:
+            rest_grads = [g * inv_scale for g in rest_grads]
+            if (any(fused_kernels.any_nonfinite([p.grad.data for _, p in bucket], inv_scale)
+                    for bucket in buckets)
+                    or not all(bool(array_module(g).isfinite(g).all()) for g in rest_grads)):
+                return True
+        for bucket in buckets:
+            if self._fused_update(bucket, 1.0 if inv_scale is None else inv_scale, check_in_kernel):
+                return True  # only when check_in_kernel: this was the one pass, nothing changed
+            for _, p in bucket:
+                p._bump()  # graphs that saved the old value must notice it changed
+        for (group, p), grad in zip(rest, rest_grads):
+            self._update(p, grad, group, self.state[p])
+            p._bump()
+        return False
+
+    def _fused_buckets(self, items):
+        """(lists of (group, param) that one fused call updates, one per device and dtype; the rest)."""
+        if not self._has_fused_kernel or self.fused is False:
+            return [], items
+        buckets, rest = {}, []
+        for group, p in items:
+            why = fused_kernels.why_not(p.data, p.grad.data)
+            if why is None:
+                buckets.setdefault((fused_kernels.device_key(p.data), p.dtype), []).append((group, p))
+            elif self.fused:
+                raise ValueError(f"fused: True, but the fused kernels cannot update a parameter: {why}")
+            else:
+                rest.append((group, p))
+        return list(buckets.values()), rest
+
+    def _fused_update(self, items: list, inv_scale: float, check: bool) -> bool:
+        """Update ``items`` ((group, param) pairs of one device and dtype) in one kernel call
+        from grad * inv_scale. With ``check``, the kernel first looks for inf/NaN; if it
+        finds one, return True with nothing changed (new state not kept either)."""
+        raise NotImplementedError
 
     def _update(self, param: Tensor, grad, group: dict, state: dict):
         """Update ``param.data`` in place from ``grad`` (an array) and its ``state``."""
@@ -156,7 +232,8 @@ def _as_state_value(value, param: Tensor):
         value = value.data
     elif hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
         value = value.detach().cpu().numpy()
-    return to_device(value, param.device).astype(param.dtype)
+    # C order: the fused kernels take contiguous state only
+    return to_device(value, param.device).astype(param.dtype, order="C")
 
 
 def check_range(name: str, value, low: float = 0.0, high: float | None = None, high_open: bool = False):
