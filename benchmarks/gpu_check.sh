@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, in one call on a machine with a CUDA GPU and no package registry:
 # build with CUDA, show the device, run the GPU tests plainly and under
-# compute-sanitizer (memcheck, racecheck, initcheck), run the benchmarks on the GPU,
+# compute-sanitizer (memcheck, racecheck, initcheck, synccheck), run the benchmarks on the GPU,
 # and write a JSON report (commit, device, date, test summary, benchmark results) and
 # the full log to ${OUT:-benchmarks/results}. Every step runs even if one before it
 # failed; the exit status is non-zero if any failed.
@@ -41,7 +41,7 @@ step pytest-gpu "$PY" -m pytest -m gpu -v -rs -p no:cacheprovider --junitxml="$W
 # the same cases under them.
 NO_POOL="import sys, cupy, pytest; cupy.cuda.set_allocator(None); \
 sys.exit(pytest.main(['-m', 'gpu', '-q', '-p', 'no:cacheprovider', '-k', 'not forced_path']))"
-for tool in memcheck racecheck initcheck; do
+for tool in memcheck racecheck initcheck synccheck; do
   step "sanitizer-$tool" compute-sanitizer --tool "$tool" --error-exitcode 99 "$PY" -c "$NO_POOL"
 done
 step bench "$PY" benchmarks/run_all.py --out "$WORK/bench" --device cuda

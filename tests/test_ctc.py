@@ -5,12 +5,14 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 import torch
 
 import unet
 import unet.functional as F
 from gradcheck import gradcheck
-from kernel_checks import MUTATIONS, assert_names, check_mutation
+from kernel_checks import FUZZ, MUTATIONS, assert_names, check_mutation, junk_arguments
 from unet import _C, nn
 from unet.decoding import ctc_greedy_decode, ctc_prefix_beam_search
 
@@ -337,6 +339,51 @@ def test_binding_checks():
     with pytest.raises(IndexError, match=r"targets\[0, 0\] = 9"):
         _C.ctc_check(np.array([[9]]), np.array([1]), np.array([1]), 1, 4, 0)
     _C.ctc_check(np.array([[1]]), np.array([1]), np.array([1]), 1, 4, 0)
+
+
+@pytest.mark.fuzz
+@FUZZ
+@given(name=st.sampled_from(["log_probs", "loss", "grad", "workspace"]),
+       mutation=st.sampled_from(sorted(m for m in MUTATIONS if m != "other float")), seed=st.integers(0, 2**16))
+def test_binding_fuzz_rejects_bad_arrays(name, mutation, seed):
+    check_mutation(_C.ctc_loss, _binding_args(), name, mutation, np.random.default_rng(seed))
+
+
+@pytest.mark.fuzz
+@FUZZ
+@given(args=st.lists(junk_arguments(0, booleans=True), min_size=9, max_size=9),
+       ints=st.lists(st.integers(-3, 5), min_size=3, max_size=3))
+def test_binding_fuzz_never_crashes_on_junk(args, ints):
+    for call in (lambda: _C.ctc_loss(*args[:5], False, *args[5:8]),
+                 lambda: _C.ctc_check(*args[:3], *ints)):
+        try:
+            call()
+        except (ValueError, TypeError, IndexError):
+            pass
+
+
+@pytest.mark.fuzz
+@FUZZ
+@given(T=st.integers(0, 6), N=st.integers(0, 3), C=st.integers(1, 5), S=st.integers(0, 4), blank=st.integers(-1, 5),
+       data=st.data())
+def test_binding_fuzz_near_valid_lengths_and_labels(T, N, C, S, blank, data):
+    """Arbitrary lengths and labels: a result (finite or inf) or a named error, never a crash."""
+    ints = st.integers(-2, 7)
+    targets = np.array(data.draw(st.lists(st.lists(ints, min_size=S, max_size=S), min_size=N, max_size=N)),
+                       np.int64).reshape(N, S)
+    input_lengths = np.array(data.draw(st.lists(ints, min_size=N, max_size=N)), np.int64)
+    target_lengths = np.array(data.draw(st.lists(ints, min_size=N, max_size=N)), np.int64)
+    log_probs = np.log(np.full((T, N, C), 1.0 / C))
+    outcomes = []
+    for call in (lambda: _C.ctc_check(targets, input_lengths, target_lengths, T, C, blank),
+                 lambda: _C.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank, False,
+                                     np.zeros(N), np.zeros((T, N, C)), np.zeros((N, T + 2, 2 * S + 1)))):
+        try:
+            call()
+            outcomes.append("ok")
+        except (ValueError, IndexError) as e:
+            outcomes.append(type(e).__name__)
+    assert outcomes[0] == outcomes[1]  # the CPU kernel checks exactly what ctc_check checks
 
 
 # ---------------------------------------------------------------- decoding

@@ -15,11 +15,11 @@ import sys
 import ml_dtypes
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import kernel_checks
-from kernel_checks import FakeCudaArray, assert_names, junk_arguments, read_only
+from kernel_checks import FUZZ, FakeCudaArray, assert_names, junk_arguments, read_only
 
 from unet import _C
 
@@ -410,10 +410,9 @@ def test_valid_arguments_pass():
 MUTATIONS = {**kernel_checks.MUTATIONS, "negative stride": (ValueError, lambda a, rng: a[..., ::-1])}
 
 
-settings_ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-
-@settings_
+@pytest.mark.fuzz
+@FUZZ
 @given(name=st.sampled_from(ARRAYS), mutation=st.sampled_from(sorted(MUTATIONS)), seed=st.integers(0, 2**16))
 def test_bad_arrays_raise_named_errors(name, mutation, seed):
     kernel_checks.check_mutation(_C.matmul, valid_args(), name, mutation, np.random.default_rng(seed),
@@ -537,7 +536,8 @@ def test_cuda_arrays_are_refused_without_cuda(name):
 _junk = junk_arguments(0, booleans=True)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.fuzz
+@FUZZ
 @given(name=st.sampled_from(ARRAYS + ["trans_a", "trans_b", "alpha", "beta", "activation", "stream"]),
        junk=_junk, batched=st.booleans())
 def test_junk_in_any_argument_raises_a_named_error_or_works(name, junk, batched):

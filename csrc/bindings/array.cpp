@@ -372,6 +372,12 @@ Activation parse_activation(py::handle obj) {
   value_error("activation", std::string("expected one of ") + kActivationList + ", got '" + s + "'");
 }
 
+void require_preact(const std::optional<Array>& preact, Activation act) {
+  if (!preact && act != Activation::None)
+    value_error("preact", std::string("expected an array when activation is '") + activation_name(act) +
+                              "' (the pre-activation is stored there for backward), got None");
+}
+
 const char* activation_name(Activation act) {
   for (const auto& [name, a] : kActivations)
     if (a == act) return name;

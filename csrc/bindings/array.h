@@ -80,6 +80,8 @@ void check_no_overlap(std::initializer_list<const Array*> outputs,
 
 Activation parse_activation(py::handle obj);
 const char* activation_name(Activation act);
+// ValueError naming preact when an activation is given without it (backward needs it).
+void require_preact(const std::optional<Array>& preact, Activation act);
 // A cudaStream_t as a Python int (e.g. cupy.cuda.get_current_stream().ptr); 0 = default.
 uintptr_t parse_stream(py::handle obj);
 // A Python bool (TypeError otherwise).

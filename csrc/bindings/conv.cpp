@@ -59,10 +59,10 @@ ConvGeometry geometry(const std::vector<int64_t>& input_shape, const char* input
                  stride[0], stride[1], padding[0], padding[1], padding[2], padding[3],
                  dilation[0], dilation[1], groups};
   if (g.C_in % groups != 0)
-    throw py::value_error("groups: must divide " + std::string(input_name) + "'s C_in=" +
+    throw py::value_error("groups: expected a divisor of " + std::string(input_name) + "'s C_in=" +
                           std::to_string(g.C_in) + ", got " + std::to_string(groups));
   if (g.C_out % groups != 0)
-    throw py::value_error("groups: must divide weight's C_out=" + std::to_string(g.C_out) +
+    throw py::value_error("groups: expected a divisor of weight's C_out=" + std::to_string(g.C_out) +
                           ", got " + std::to_string(groups));
   if (weight.t.shape[1] != g.C_in / groups || g.KH == 0 || g.KW == 0)
     throw py::value_error("weight: expected shape (C_out, C_in/groups=" +
@@ -74,21 +74,15 @@ ConvGeometry geometry(const std::vector<int64_t>& input_shape, const char* input
   const int64_t span_h = g.dilation_h * (g.KH - 1) + 1, span_w = g.dilation_w * (g.KW - 1) + 1;
   const int64_t padded_h = g.H + g.pad_top + g.pad_bottom, padded_w = g.W + g.pad_left + g.pad_right;
   if (span_h > padded_h || span_w > padded_w)
-    throw py::value_error("weight: the dilated kernel (" + std::to_string(span_h) + " x " +
-                          std::to_string(span_w) + ") is larger than the padded input (" +
-                          std::to_string(padded_h) + " x " + std::to_string(padded_w) + ")");
+    throw py::value_error("weight: expected a dilated kernel no larger than the padded input (" +
+                          std::to_string(padded_h) + " x " + std::to_string(padded_w) + "), got " +
+                          std::to_string(span_h) + " x " + std::to_string(span_w));
   return g;
 }
 
 std::string out_context(const ConvGeometry& g) {
   return "for N=" + std::to_string(g.N) + ", C_out=" + std::to_string(g.C_out) + " and the " +
          "convolution's output size " + std::to_string(g.H_out()) + " x " + std::to_string(g.W_out());
-}
-
-void require_preact(const std::optional<Array>& preact, Activation act) {
-  if (!preact && act != Activation::None)
-    throw py::value_error(std::string("preact: required when activation is '") +
-                          activation_name(act) + "', got None");
 }
 
 void conv_forward(py::handle x_, py::handle weight_, py::handle bias_, py::handle out_,
@@ -147,9 +141,9 @@ void conv_backward(py::handle grad_out_, py::handle x_, py::handle weight_, py::
   // The input's shape comes from x, or from grad_x where x is not needed (the transposed
   // convolution's forward pass has no x).
   if (!x && grad_weight)
-    throw py::value_error("x: required when grad_weight is computed, got None");
+    throw py::value_error("x: expected an array when grad_weight is computed, got None");
   if (!x && !grad_x)
-    throw py::value_error("x: required when grad_x is None (the input's shape comes from one of them), got None");
+    throw py::value_error("x: expected an array when grad_x is None (the input's shape comes from one of them), got None");
   const Array& input = x ? *x : *grad_x;
   check_shape(input, {{"N"}, {"C_in"}, {"H"}, {"W"}});
   const char* input_name = x ? "x" : "grad_x";

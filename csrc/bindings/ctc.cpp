@@ -78,9 +78,9 @@ void check_values(const Indices& ix, int64_t steps, int64_t classes, int64_t bla
                                  str(ix.targets.t.shape[0]) + ", fewer than the first " +
                                  str(n + 1) + " target lengths need");
     if (max_target_length >= 0 && len > max_target_length)
-      value_error("workspace", "rows of 2S+1=" + str(2 * max_target_length + 1) +
-                                   " hold targets up to S=" + str(max_target_length) +
-                                   ", got target_lengths[" + str(n) + "] = " + str(len));
+      value_error("workspace", "expected rows of 2S+1 >= " + str(2 * len + 1) + " for target_lengths[" +
+                                   str(n) + "] = " + str(len) + ", got rows of " +
+                                   str(2 * max_target_length + 1) + " (S=" + str(max_target_length) + ")");
     const int64_t start = ix.padded() ? n * row : offset;
     for (int64_t i = 0; i < len; ++i) {
       const int64_t label = labels[start + i];

@@ -9,13 +9,6 @@
 namespace unet::bindings {
 namespace {
 
-void require_preact(const std::optional<Array>& preact, Activation act) {
-  if (!preact && act != Activation::None)
-    throw py::value_error(std::string("preact: expected an array when activation is '") +
-                          activation_name(act) +
-                          "' (the pre-activation is stored there for backward), got None");
-}
-
 bool all_empty(std::initializer_list<const Array*> outputs) {
   for (const Array* a : outputs)
     if (a && a->t.numel() > 0) return false;

@@ -188,9 +188,9 @@ void check_disjoint(const std::vector<const Array*>& outputs, const std::vector<
     if (hit) {
       const Span& out = hit->output ? *hit : s;
       const Span& other = hit->output ? s : *hit;
-      value_error(out.array->name, "shares memory with " + other.array->name +
-                                       "; parameters and optimizer state must not overlap "
-                                       "each other or a gradient");
+      value_error(out.array->name, "expected memory of its own, got memory shared with " +
+                                       other.array->name + " (parameters and optimizer state must "
+                                       "not overlap each other or a gradient)");
     }
     if (!reach_any || s.end > reach_any->end) reach_any = &s;
     if (s.output && (!reach_out || s.end > reach_out->end)) reach_out = &s;
@@ -205,6 +205,28 @@ Device check_dtype_and_device(const std::vector<Array>& params, const std::vecto
   std::vector<const Array*> with_flag(all);
   with_flag.push_back(ptr(found_inf));
   return check_same_device(with_flag);
+}
+
+// The checks every step shares: one dtype and one device for all arrays, and no output
+// (parameters, state, found_inf) overlapping an input or another output. Returns the device.
+Device check_step_arrays(const std::vector<Array>& params, std::vector<const Array*> outputs,
+                         const std::vector<const Array*>& inputs, const std::optional<Array>& found_inf) {
+  std::vector<const Array*> all(outputs);
+  all.insert(all.end(), inputs.begin(), inputs.end());
+  const Device device = check_dtype_and_device(params, all, found_inf);
+  outputs.push_back(ptr(found_inf));
+  check_disjoint(outputs, inputs);
+  return device;
+}
+
+template <typename Tensor>
+FusedStepArgs<Tensor> step_args(const std::vector<Array>& params, double inv_scale,
+                                const std::optional<Array>& found_inf) {
+  FusedStepArgs<Tensor> args;
+  args.dtype = params[0].t.dtype;
+  args.inv_scale = inv_scale;
+  args.found_inf = found_inf ? found_inf->t.data<float>() : nullptr;
+  return args;
 }
 
 void sgd_step(py::handle params_, py::handle grads_, py::handle momentum_buffers_, py::handle lr_,
@@ -243,16 +265,8 @@ void sgd_step(py::handle params_, py::handle grads_, py::handle momentum_buffers
     outputs.push_back(ptr(bufs[i]));
     inputs.push_back(&grads[i]);
   }
-  std::vector<const Array*> all(outputs);
-  all.insert(all.end(), inputs.begin(), inputs.end());
-  [[maybe_unused]] const Device device = check_dtype_and_device(params, all, found_inf);
-  outputs.push_back(ptr(found_inf));
-  check_disjoint(outputs, inputs);
-
-  FusedStepArgs<SgdTensor> args;
-  args.dtype = params[0].t.dtype;
-  args.inv_scale = inv_scale;
-  args.found_inf = found_inf ? found_inf->t.data<float>() : nullptr;
+  [[maybe_unused]] const Device device = check_step_arrays(params, outputs, inputs, found_inf);
+  auto args = step_args<SgdTensor>(params, inv_scale, found_inf);
   for (size_t i = 0; i < n; ++i) {
     SgdTensor t;
     t.param = params[i].t.ptr;
@@ -304,16 +318,8 @@ void adam_step(py::handle params_, py::handle grads_, py::handle exp_avgs_, py::
     outputs.insert(outputs.end(), {&params[i], &exp_avgs[i], &exp_avg_sqs[i], ptr(max_sqs[i])});
     inputs.push_back(&grads[i]);
   }
-  std::vector<const Array*> all(outputs);
-  all.insert(all.end(), inputs.begin(), inputs.end());
-  [[maybe_unused]] const Device device = check_dtype_and_device(params, all, found_inf);
-  outputs.push_back(ptr(found_inf));
-  check_disjoint(outputs, inputs);
-
-  FusedStepArgs<AdamTensor> args;
-  args.dtype = params[0].t.dtype;
-  args.inv_scale = inv_scale;
-  args.found_inf = found_inf ? found_inf->t.data<float>() : nullptr;
+  [[maybe_unused]] const Device device = check_step_arrays(params, outputs, inputs, found_inf);
+  auto args = step_args<AdamTensor>(params, inv_scale, found_inf);
   for (size_t i = 0; i < n; ++i) {
     AdamTensor t;
     t.param = params[i].t.ptr;

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "gemm.h"
+#include "threads.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -29,22 +30,6 @@
 
 namespace unet::cpu {
 namespace {
-
-int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
-int thread_id() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
 
 // Workspace budget of one tile (elements): col + gathered gradient or output tile.
 constexpr int64_t kTileElements = int64_t(1) << 18;

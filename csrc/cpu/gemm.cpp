@@ -19,6 +19,8 @@
 #include <new>
 #include <string>
 
+#include "threads.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -232,22 +234,6 @@ void apply_epilogue(const GemmEpilogue<T>& ep, int64_t m, int64_t n, T* C, int64
     if (ep.act != Activation::None)
       for (int64_t j = 0; j < n; ++j) c[j] = activation_forward(ep.act, c[j]);
   }
-}
-
-int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
-int thread_id() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
 }
 
 // The micro-kernel for a C of M rows: the short tiles where C has few rows and they pad

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "gemm.h"
+#include "threads.h"
 #include "matmul_bf16.h"
 #include "unet/half.h"
 #include "unet/matmul.h"
@@ -32,22 +33,6 @@ constexpr int64_t kScratchElems = int64_t(1) << 23;
 constexpr int64_t kMinBlockRows = 512;
 // Column strip of the epilogue: its float32 temporaries live on the stack.
 constexpr int64_t kStrip = 256;
-
-int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
-int thread_id() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
 
 const void* at(const void* p, DType t, int64_t elems) {
   return static_cast<const char*>(p) + elems * dtype_size(t);

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "gemm.h"
+#include "threads.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -36,22 +37,6 @@ constexpr int MR = 12, SHORT_MR = 8, NR = 32;
 constexpr double kParallelMinWork = 1 << 18;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
-int thread_id() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
 
 // op(X)(r, k) = data[r * row_stride + k * k_stride], as in gemm.h.
 struct Operand {

@@ -19,6 +19,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda_check.cuh"
 #include "gemm_tiled.cuh"
 #include "unet/conv.h"
 
@@ -26,7 +27,6 @@ namespace unet::cuda {
 namespace {
 
 using gemm::ceil_div;
-using gemm::check;
 
 // ConvGeometry with the derived sizes, for device code (ConvGeometry's helpers are host-only).
 struct Dims {
@@ -264,25 +264,6 @@ unsigned reduce_blocks(int64_t n) {
   if (n > 2147483647LL) throw std::invalid_argument("conv (CUDA): too many channels");
   return static_cast<unsigned>(n);
 }
-
-// Makes `device` current for the launches and restores the caller's device afterwards.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    check(cudaGetDevice(&previous_), "conv (CUDA): cudaGetDevice");
-    changed_ = previous_ != device;
-    if (changed_) check(cudaSetDevice(device), "conv (CUDA): cudaSetDevice");
-  }
-  ~DeviceGuard() {
-    if (changed_) cudaSetDevice(previous_);
-  }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int previous_ = 0;
-  bool changed_ = false;
-};
 
 }  // namespace
 

@@ -30,6 +30,8 @@
 #include <string>
 #include <type_traits>
 
+#include "cuda_check.cuh"
+
 namespace unet::cuda::gemm {
 // Internal linkage: each .cu that includes this gets its own kernels (no -rdc needed, no
 // clash between translation units).
@@ -140,10 +142,6 @@ __global__ void __launch_bounds__(kThreads)
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-inline void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
-}
 
 template <typename T, int BM, bool A_T, bool B_T, class OpA, class OpB, class Epilogue>
 void launch_bm(int64_t M, int64_t N, int64_t K, int64_t batch, const OpA& A, const OpB& B,

@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda_check.cuh"
 #include "unet/linear.h"
 
 namespace unet::cuda {
@@ -141,29 +142,6 @@ __global__ void __launch_bounds__(kBiasCols* kBiasRows)
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
-}
-
-// Makes `device` current for the launches and restores the caller's device afterwards.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    check(cudaGetDevice(&previous_), "cudaGetDevice");
-    if (previous_ != device) check(cudaSetDevice(device), "cudaSetDevice");
-    changed_ = previous_ != device;
-  }
-  ~DeviceGuard() {
-    if (changed_) cudaSetDevice(previous_);
-  }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int previous_ = 0;
-  bool changed_ = false;
-};
 
 template <typename T, bool A_T, bool B_T>
 void launch_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* dpre,

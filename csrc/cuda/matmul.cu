@@ -27,6 +27,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "cuda_check.cuh"
 #include "gemm_tiled.cuh"
 #include "matmul_common.cuh"
 
@@ -262,25 +263,6 @@ void product(const MatmulArgs& a, int device, cudaStream_t stream) {
   };
   run_planned(a, plan, launch, stream);
 }
-
-// Makes `device` current for the launches and restores the caller's device afterwards.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    check(cudaGetDevice(&previous_), "cudaGetDevice");
-    changed_ = previous_ != device;
-    if (changed_) check(cudaSetDevice(device), "cudaSetDevice");
-  }
-  ~DeviceGuard() {
-    if (changed_) cudaSetDevice(previous_);
-  }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int previous_ = 0;
-  bool changed_ = false;
-};
 
 }  // namespace
 }  // namespace matmul_detail

@@ -34,6 +34,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda_check.cuh"
 #include "unet/activations.h"
 #include "unet/rnn.h"
 
@@ -127,30 +128,6 @@ struct Layout {
 };
 
 // ---- host helpers ----
-
-inline void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
-}
-
-// Makes `device` current for the launches and restores the caller's device afterwards.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    check(cudaGetDevice(&previous_), "rnn (CUDA): cudaGetDevice");
-    changed_ = previous_ != device;
-    if (changed_) check(cudaSetDevice(device), "rnn (CUDA): cudaSetDevice");
-  }
-  ~DeviceGuard() {
-    if (changed_) cudaSetDevice(previous_);
-  }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int previous_ = 0;
-  bool changed_ = false;
-};
 
 // ---- the persistent path (cuda/rnn_persistent.cu) ----
 //
