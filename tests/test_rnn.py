@@ -570,3 +570,27 @@ def test_unet_founding_example_runs_and_trains():
     model = unet.UNet(hidden_size=16, seed=0)
     history = model.fit(X, Y, epochs=15, batch_size=8, lr=1e-2, verbose=False)
     assert history["loss"][-1] < 0.5 * history["loss"][0]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_hardening_sweep_uneven_lengths_no_state_non_contiguous(kind):
+    """The hardening bar (PyTorch's own: float64, atol 5e-5): lengths [7,5,5,2,1,1], absent
+    initial states and a time-major input that is a transposed (non-contiguous) view."""
+    lengths = [7, 5, 5, 2, 1, 1]
+    ours, theirs = make(kind, num_layers=2, bidirectional=True)
+    base = rng(3).standard_normal((len(lengths), 7, IN))  # batch-major storage
+    xu_base = unet.tensor(base, requires_grad=True)
+    xt_base = torch.tensor(base, requires_grad=True)
+    xu, xt = xu_base.transpose(0, 1), xt_base.transpose(0, 1)  # (T, B, IN) views
+    assert not xu.numpy().flags.c_contiguous
+    out_u, _ = ours(xu, lengths=lengths)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.tensor(lengths), enforce_sorted=False)
+    out_t, _ = torch.nn.utils.rnn.pad_packed_sequence(theirs(packed)[0], total_length=7)
+    np.testing.assert_allclose(out_u.numpy(), out_t.detach().numpy(), atol=5e-5, rtol=0)
+    w = rng(4).standard_normal(out_u.shape)
+    (out_u * unet.tensor(w)).sum().backward()
+    (out_t * torch.from_numpy(w)).sum().backward()
+    np.testing.assert_allclose(xu_base.grad.numpy(), xt_base.grad.numpy(), atol=5e-5, rtol=0)
+    tparams = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        np.testing.assert_allclose(p.grad.numpy(), tparams[name].grad.numpy(), atol=5e-5, rtol=0, err_msg=name)

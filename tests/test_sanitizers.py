@@ -13,7 +13,9 @@ import unet
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-KERNEL_TESTS = sorted(p.name for p in (ROOT / "tests").glob("test_*_kernel.py"))
+# the binding tests of every kernel family (they hold its fuzz cases too)
+KERNEL_TESTS = sorted(p.name for p in (ROOT / "tests").glob("test_*_kernel.py")) + ["test_ctc.py",
+                                                                                    "test_fused_optim.py"]
 
 
 def _preload() -> str:
