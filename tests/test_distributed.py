@@ -22,9 +22,7 @@ def run_ranks(nprocs, script, *args, timeout_s=None):
     command = [sys.executable, "-m", "unet", "launch", "-n", str(nprocs)]
     command += ["--timeout", str(timeout_s)] if timeout_s else []
     command += [os.path.join(HERE, script), *args]
-    environ = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(HERE, "..", "python"),
-                                                            os.environ.get("PYTHONPATH", "")]),
-                   OMP_NUM_THREADS="1")
+    environ = dict(os.environ, OMP_NUM_THREADS="1")  # the ranks import the unet this test imports
     return subprocess.run(command, capture_output=True, text=True, timeout=HARD_TIMEOUT_S, env=environ)
 
 
@@ -196,9 +194,7 @@ def _unet_train_on_two_ranks(out, *argv):
     command = [sys.executable, "-m", "unet", "launch", "-n", "2", "-m", "unet", "train", "--gpus", "0",
                "--examples", "120", "--hidden", "8", "--embedding", "8", "--batch-size", "16",
                "--no-progress", "--out", str(out), *argv]
-    environ = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(HERE, "..", "python"),
-                                                            os.environ.get("PYTHONPATH", "")]),
-                   OMP_NUM_THREADS="1")
+    environ = dict(os.environ, OMP_NUM_THREADS="1")  # the ranks import the unet this test imports
     result = subprocess.run(command, capture_output=True, text=True, timeout=HARD_TIMEOUT_S, env=environ)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return result.stdout

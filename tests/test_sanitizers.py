@@ -35,10 +35,12 @@ def _preload() -> str:
 def sanitized(tmp_path_factory):
     """(PYTHONPATH, environment) under which `import unet` gets the sanitized _C."""
     build = ROOT / "build" / "sanitize"  # kept between runs: the rebuild is incremental
+    # cmake and ninja from the test extra sit beside this interpreter (a virtual environment's bin)
+    tools = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
     for command in (["cmake", "-S", str(ROOT), "-B", str(build), "-G", "Ninja", "-DUNET_CUDA=OFF",
                      "-DUNET_SANITIZE=ON", f"-DPython_EXECUTABLE={sys.executable}"],
                     ["cmake", "--build", str(build)]):
-        done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=tools)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     site = tmp_path_factory.mktemp("site")
     shutil.copytree(Path(unet.__file__).parent, site / "unet",

@@ -153,9 +153,9 @@ Array parse_bfloat16_numpy(py::handle obj, const std::string& name) {
   try {
     read_array_interface(obj.attr("__array_interface__"), a);
   } catch (const py::cast_error& e) {
-    type_error(name, std::string("malformed __array_interface__: ") + e.what());
+    type_error(name, std::string("expected a well-formed __array_interface__, got: ") + e.what());
   } catch (const py::error_already_set& e) {
-    type_error(name, std::string("malformed __array_interface__: ") + e.what());
+    type_error(name, std::string("expected a well-formed __array_interface__, got: ") + e.what());
   }
   a.t.device = {DeviceType::CPU, 0};
   return a;
@@ -191,16 +191,17 @@ Array parse_cuda_array(py::handle obj, const std::string& name, Kind kind) {
     }
     read_array_interface(cai, a);
   } catch (const py::cast_error& e) {
-    type_error(name, std::string("malformed __cuda_array_interface__: ") + e.what());
+    type_error(name, std::string("expected a well-formed __cuda_array_interface__, got: ") + e.what());
   } catch (const py::error_already_set& e) {
-    type_error(name, std::string("malformed __cuda_array_interface__: ") + e.what());
+    type_error(name, std::string("expected a well-formed __cuda_array_interface__, got: ") + e.what());
   }
   // Empty arrays may carry a null pointer; they pin no device (index -1).
   a.t.device = {DeviceType::CUDA, -1};
   if (a.t.numel() > 0) {
     a.t.device.index = cuda::pointer_device(a.t.ptr);
     if (a.t.device.index < 0)
-      value_error(name, "the __cuda_array_interface__ pointer is not CUDA device memory");
+      value_error(name, "expected a __cuda_array_interface__ pointer to CUDA device memory, got one "
+                        "that is not");
   }
   return a;
 #endif
