@@ -116,7 +116,11 @@ LAYERS = {
     "avg_pool1d": lambda: (nn.AvgPool1d(3, stride=2), randn(2, 3, 10)),
     "avg_pool2d_padding_excluded_ceil": lambda: (nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True,
                                                               count_include_pad=False), randn(2, 3, 8, 8)),
+    "layer_norm_no_affine": lambda: (nn.LayerNorm(6, elementwise_affine=False), randn(2, 3, 6)),
+    "layer_norm_no_bias": lambda: (nn.LayerNorm(6, bias=False), randn(2, 3, 6)),
     "global_avg_pool": lambda: (nn.AdaptiveAvgPool2d(1), randn(2, 3, 5, 6)),
+    "global_avg_pool1d_unbatched": lambda: (nn.AdaptiveAvgPool1d(1), randn(3, 7)),
+    "adaptive_avg_pool2d": lambda: (nn.AdaptiveAvgPool2d((3, 2)), randn(2, 3, 7, 5)),
     "lstm": lambda: (nn.LSTM(5, 7), randn(6, 3, 5)),
     "lstm_stacked_bidirectional_batch_first": lambda: (
         nn.LSTM(5, 7, num_layers=2, bidirectional=True, batch_first=True), randn(3, 6, 5)),
@@ -135,6 +139,18 @@ def test_layer_exports_and_matches_unet(case, tmp_path):
     unet.manual_seed(1)
     model, x = LAYERS[case]()
     export_and_compare(model, x, tmp_path)
+
+
+@pytest.mark.parametrize("model, x, op", [
+    (nn.LayerNorm((3, 6)), randn(2, 3, 6), "LayerNormalization"),
+    (nn.AdaptiveAvgPool2d((1, 1)), randn(2, 3, 4, 4), "GlobalAveragePool"),
+    (nn.Linear(3, 2), randn(4, 3), "Gemm"),
+    (nn.GRU(3, 2), randn(4, 1, 3), "GRU"),
+])
+def test_layers_with_an_onnx_operator_become_that_operator(model, x, op, tmp_path):
+    nodes = {n.op_type for n in onnx.load(str(export_and_compare(model, x, tmp_path))).graph.node}
+    assert op in nodes, nodes
+    assert not {"ReduceMean", "MatMul"} & nodes
 
 
 class LSTMWithState(nn.Module):

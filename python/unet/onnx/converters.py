@@ -1,5 +1,7 @@
 """One converter per supported autograd Function: ``convert(g, call) -> output names`` appends the
-ONNX nodes that compute the call's outputs from its inputs' value names (``g.name(...)``)."""
+ONNX nodes that compute the call's outputs from its inputs' value names (``g.name(...)``).
+``WHOLE_LAYERS``: the layers exported as one operator rather than as the ops they run
+(see ``tracer.trace``), each with the test of whether a given module qualifies."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,9 +14,12 @@ from ..functional.linear import AutocastLinearFunction, LinearFunction
 from ..functional.normalization import _BatchNorm
 from ..functional.pooling import _AvgPool, _MaxPool
 from ..functional.rnn import RecurrentFunction
+from ..nn.layers import LayerNorm
+from ..nn.pooling import AdaptiveAvgPool1d, AdaptiveAvgPool2d
 from .graph import _host
 
 CONVERTERS = {}
+WHOLE_LAYERS = {}
 
 
 def converts(*functions):
@@ -23,6 +28,21 @@ def converts(*functions):
             CONVERTERS[f] = fn
         return fn
     return register
+
+
+def converts_layer(*layers, when=lambda module: True):
+    def register(fn):
+        for layer in layers:
+            CONVERTERS[layer] = fn
+            WHOLE_LAYERS[layer] = when
+        return fn
+    return register
+
+
+def exported_whole(module) -> bool:
+    """Whether ``module``'s call becomes one operator (``tracer.trace``'s ``whole``)."""
+    when = WHOLE_LAYERS.get(type(module))
+    return when is not None and when(module)
 
 
 def _onnx_type(dtype):
@@ -329,3 +349,29 @@ def _recurrent(g, call):
     outs = g.add(op, inputs, outputs=3 if mode == "lstm" else 2, **attributes)
     y = g.add("Squeeze", [outs[0], g.ints([1])])  # (T, 1, B, H) -> (T, B, H)
     return [y] + [g.add("Squeeze", [state, g.ints([0])]) for state in outs[1:]]
+
+
+@converts_layer(LayerNorm)
+def _layer_norm(g, call):
+    module, x = call.args
+    dtype = call.outputs[0].dtype
+    scale = g.name(module.weight) if module.weight is not None else \
+        g.constant(np.ones(module.normalized_shape, dtype))
+    inputs = [g.name(x), scale] + ([] if module.bias is None else [g.name(module.bias)])
+    return [g.add("LayerNormalization", inputs, axis=-len(module.normalized_shape), epsilon=module.eps)]
+
+
+def _global(module) -> bool:
+    """Adaptive average pooling to size 1 of every spatial dim of a batched input: GlobalAveragePool."""
+    size = module.output_size
+    return all(s == 1 for s in (size if isinstance(size, (tuple, list)) else (size,)))
+
+
+@converts_layer(AdaptiveAvgPool1d, AdaptiveAvgPool2d, when=_global)
+def _global_avg_pool(g, call):
+    module, x = call.args
+    spatial = 1 if isinstance(module, AdaptiveAvgPool1d) else 2
+    if x.ndim != spatial + 2:  # unbatched (C, *spatial): pool a batch of one
+        pooled = g.add("GlobalAveragePool", [g.add("Unsqueeze", [g.name(x), g.ints([0])])])
+        return [g.add("Squeeze", [pooled, g.ints([0])])]
+    return [g.add("GlobalAveragePool", [g.name(x)])]

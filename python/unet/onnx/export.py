@@ -7,11 +7,11 @@ import os
 from ..autograd import no_grad
 from ..nn.module import Module
 from ..tensor import Tensor
-from .converters import CONVERTERS, _onnx_type
+from .converters import CONVERTERS, _onnx_type, exported_whole
 from .graph import GraphBuilder
 from .tracer import trace
 
-MIN_OPSET = 17  # LayerNormalization-era operators; ReduceMean/Max/Min take axes as an input from 18
+MIN_OPSET = 17  # LayerNormalization's first opset; ReduceMean/Max/Min take axes as an input from 18
 
 
 def _flatten(value, argname):
@@ -98,7 +98,7 @@ def export(model, example_inputs, path, *, input_names=None, output_names=None, 
     was_training = model.training
     model.eval()
     try:
-        with no_grad(), trace() as calls:
+        with no_grad(), trace(exported_whole) as calls:
             outputs = _flatten(model(*inputs), "model output")
     finally:
         model.train(was_training)
