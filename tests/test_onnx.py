@@ -7,6 +7,7 @@ import pytest
 import unet
 import unet.functional as F
 from unet import nn
+from unet.models import ImageCNN, LanguageModel, TextClassifier, TextCNN
 
 onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
@@ -220,7 +221,6 @@ def test_export_runs_in_eval_mode_and_restores_the_mode(tmp_path):
 
 
 def test_image_cnn_with_dynamic_batch(tmp_path):
-    from unet.models import ImageCNN
     unet.manual_seed(5)
     model = ImageCNN(in_channels=2, num_classes=4, channels=(6, 8), dropout=0.2)
     for block in model.features:  # running statistics away from (0, 1)
@@ -240,6 +240,34 @@ def test_gelu_uses_the_onnx_op_from_opset_20(tmp_path):
     model = nn.Sequential(nn.Linear(4, 4), nn.GELU())
     path = export_and_compare(model, randn(2, 4), tmp_path, opset=20)
     assert "Gelu" in {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+@pytest.mark.parametrize("make", [
+    lambda: TextClassifier(20, 3, pooling="last", num_layers=2),
+    lambda: TextClassifier(20, 3, pooling="max", cell="gru"),
+    lambda: TextClassifier(20, 3, pooling="mean"),
+    lambda: TextCNN(20, 3),
+    lambda: LanguageModel(20, num_layers=2),
+], ids=["classifier_last", "classifier_max_gru", "classifier_mean", "text_cnn", "language_model"])
+def test_ready_text_models_export_for_full_length_sequences(make, tmp_path):
+    """Without lengths every sequence is full; the masks and lengths the models build in numpy
+    become constants of the example's shape."""
+    unet.manual_seed(6)
+    export_and_compare(make(), ids(3, 7, high=20), tmp_path)
+
+
+def test_constants_made_for_the_example_warn_under_dynamic_axes(tmp_path):
+    model = TextClassifier(20, 3, pooling="mean")  # divides by lengths made in numpy
+    with pytest.warns(UserWarning, match=r"constant of shape \(3, 1\).*\['batch'\]"):
+        unet.onnx.export(model, ids(3, 7, high=20), tmp_path / "m.onnx", dynamic_axes={"input": {0: "batch"}})
+
+
+def test_lstm_classifier_with_dynamic_axes_does_not_warn(tmp_path):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        unet.onnx.export(LSTMTextClassifier(), ids(4, 9, high=30), tmp_path / "m.onnx",
+                         dynamic_axes={"input": [0, 1]})
 
 
 # ---------------------------------------------------------------- refusals

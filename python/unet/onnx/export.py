@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import warnings
 
 from ..autograd import no_grad
 from ..nn.module import Module
@@ -56,6 +57,19 @@ def _dynamic_axes(dynamic_axes, shapes):
     return resolved
 
 
+def _warn_fixed_constants(constant_shapes, dynamic, shapes):
+    """A constant made outside the traced ops with a dim of a dynamic axis's example size (a numpy
+    mask, per-sequence lengths) was computed for the example: other sizes would break or mislead."""
+    sizes = {shapes[name][axis]: dim for name, axes in dynamic.items() for axis, dim in axes.items()
+             if shapes[name][axis] > 1}
+    for shape in constant_shapes:
+        hits = sorted({sizes[n] for n in shape if n in sizes})
+        if hits:
+            warnings.warn(f"dynamic_axes: a constant of shape {shape} made outside unet's ops (a numpy mask or "
+                          f"lengths?) has the example's size of dynamic dim(s) {hits}; it is fixed in the graph, "
+                          "so other sizes of those dims may fail or give wrong results", stacklevel=3)
+
+
 def _value_info(helper, name, tensor, dynamic):
     shape = [dynamic.get(i, n) for i, n in enumerate(tensor.shape)]
     return helper.make_tensor_value_info(name, _onnx_type(tensor.dtype), shape)
@@ -105,6 +119,7 @@ def export(model, example_inputs, path, *, input_names=None, output_names=None, 
     output_names = _names(output_names, len(outputs), "output", "output_names")
 
     g = GraphBuilder(int(opset))
+    g.parameters = {id(p) for p in model.parameters()}
     for name, tensor in zip(input_names, inputs):
         g.bind(tensor, name)
     for call in calls:
@@ -130,6 +145,7 @@ def export(model, example_inputs, path, *, input_names=None, output_names=None, 
     shapes = {**{n: t.shape for n, t in zip(input_names, inputs)},
               **{n: t.shape for n, t in zip(output_names, outputs)}}
     dynamic = _dynamic_axes(dynamic_axes, shapes)
+    _warn_fixed_constants(g.made_outside, dynamic, shapes)
     graph = helper.make_graph(
         g.nodes, type(model).__name__,
         [_value_info(helper, n, t, dynamic.get(n, {})) for n, t in zip(input_names, inputs)],

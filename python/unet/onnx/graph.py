@@ -23,6 +23,8 @@ class GraphBuilder:
         self._names = {}     # id(Tensor or array) -> value name
         self._keep = []      # what the ids refer to, kept alive
         self._constants = {}  # id(Parameter or array) -> initializer name, each stored once
+        self.parameters = set()   # ids of the model's parameters: expected constants
+        self.made_outside = []    # shapes of the other untraced arrays the ops read (masks, lengths, ...)
         self._count = 0
 
     def fresh(self, base: str) -> str:
@@ -46,6 +48,8 @@ class GraphBuilder:
         if id(value) not in self._constants:
             array = value.data if isinstance(value, Tensor) else value
             self._keep.append(value)
+            if id(value) not in self.parameters:
+                self.made_outside.append(tuple(array.shape))
             self._constants[id(value)] = self.constant(_host(array), "const")
         return self._constants[id(value)]
 
