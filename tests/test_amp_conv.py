@@ -89,3 +89,33 @@ def test_tiny_cnn_trains_under_autocast(name):
         opt.step()
         losses.append(float(loss.item()))
     assert losses[-1] < 0.25 * losses[0], losses
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(LOW))
+def test_conv_under_autocast_on_the_gpu_matches_the_cpu(name):
+    """Same rounded values into the CUDA kernel: the outputs differ by the summation order only
+    (then one 16-bit rounding, so at most an ulp of the autocast dtype)."""
+    cp = pytest.importorskip("cupy")
+    if cp.cuda.runtime.getDeviceCount() == 0 or not unet._C.info()["cuda_compiled"]:
+        pytest.skip("no CUDA device or a CPU-only build")
+    unet.manual_seed(0)
+    cpu = nn.Conv2d(4, 6, 3, padding=1)
+    gpu = nn.Conv2d(4, 6, 3, padding=1)
+    gpu.load_state_dict(cpu.state_dict())
+    gpu.to("cuda")
+    x = np.random.default_rng(1).standard_normal((2, 4, 7, 5)).astype(np.float32)
+    xc, xg = unet.tensor(x, requires_grad=True), unet.tensor(x, device="cuda", requires_grad=True)
+    with amp.autocast(name):
+        yc, yg = cpu(xc), gpu(xg)
+    assert yg.dtype == yc.dtype == LOW[name]
+    ulp = 2.0 ** -7 if name == "bf16" else 2.0 ** -10
+    np.testing.assert_allclose(yg.cpu().numpy().astype(np.float32), yc.numpy().astype(np.float32),
+                               rtol=ulp, atol=ulp)
+    g = np.random.default_rng(2).standard_normal(yc.shape).astype(LOW[name])
+    yc.backward(unet.tensor(g))
+    yg.backward(unet.tensor(g, device="cuda"))
+    np.testing.assert_allclose(xg.grad.cpu().numpy(), xc.grad.numpy(), rtol=1e-4, atol=1e-5)
+    for (label, pc), (_, pg) in zip(cpu.named_parameters(), gpu.named_parameters()):
+        assert pg.grad.dtype == np.float32
+        np.testing.assert_allclose(pg.grad.cpu().numpy(), pc.grad.numpy(), rtol=1e-4, atol=1e-4, err_msg=label)

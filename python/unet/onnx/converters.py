@@ -245,9 +245,8 @@ def _conv_attributes(weight, kw):
 
 @converts(ConvFunction)
 def _conv(g, call):
-    x, weight = call.args[:2]
     inputs = [g.name(a) for a in call.args]
-    y = g.add("Conv", inputs, **_conv_attributes(weight, call.kwargs))
+    y = g.add("Conv", inputs, **_conv_attributes(call.args[1], call.kwargs))
     return [activate(g, y, call.kwargs["activation"], call.outputs[0].dtype)]
 
 
