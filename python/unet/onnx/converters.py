@@ -321,8 +321,8 @@ def _recurrent(g, call):
     if w_hr is not None:
         raise NotImplementedError("LSTM with proj_size > 0 (ONNX's LSTM has no projection)")
     if kw["lengths"] is not None:
-        raise NotImplementedError("recurrent layers with per-sequence lengths (they would be fixed in the "
-                                  "graph); export with full-length sequences and lengths=None")
+        raise NotImplementedError("per-sequence lengths of a recurrent layer (they would be fixed in the "
+                                  "graph; export on full-length sequences, lengths=None)")
     for name, w in (("weight_ih", w_ih), ("weight_hh", w_hh), ("bias_ih", b_ih), ("bias_hh", b_hh)):
         if w is not None and g.is_traced(w):
             raise NotImplementedError(f"a recurrent {name} computed in the forward (only parameters export)")
