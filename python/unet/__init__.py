@@ -25,6 +25,7 @@ from .tensor import Tensor
 from . import functional
 from .functional import cat, concat, stack, where
 from . import amp, distributed, nn, optim
+from . import onnx  # unet.onnx.export; the onnx package itself is imported only when exporting
 from .checkpoint import load, save
 from .info import info
 from .models import UNet

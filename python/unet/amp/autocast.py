@@ -9,7 +9,7 @@ The policy (torch.autocast's, with one meaning for 16-bit products):
 - matrix-product ops (``F.linear`` / ``nn.Linear``, ``Tensor @``, the recurrent layers'
   input and recurrent products, convolutions) round their float32/float16/bfloat16
   inputs to the autocast dtype and accumulate the products in float32. Linear and
-  matmul give outputs in the autocast dtype; the recurrent layers, whose kernels are
+  matmul (and the convolutions) give outputs in the autocast dtype; the recurrent layers, whose kernels are
   float32, give float32 outputs. Gradients of float32 tensors (master parameters)
   arrive in float32. Each such op asks ``cast_for_matmul`` in its forward: that is the
   one place the choice is made.

@@ -8,12 +8,17 @@ gradient) and backward-weight.
 
 float16/bfloat16 tensors follow the mixed-precision rule of ``functional/linear.py``:
 their values go through the kernel in float32 and the results are rounded back.
+Under ``unet.amp.autocast`` (as the recurrent layers do) the input, weight and bias are
+rounded to the autocast dtype and the float32 kernel runs on those values (16-bit inputs,
+float32 accumulation); the output is in the autocast dtype, and the gradients of float32
+tensors (master parameters) arrive in float32.
 """
 from __future__ import annotations
 
 import numbers
 
 from .. import _C, backend
+from ..amp.autocast import cast_for_matmul, dtypes_mix
 from ..autograd import Function
 from ..backend import array_module, current_stream_ptr
 from ..tensor import Tensor
@@ -65,6 +70,7 @@ class ConvFunction(Function):
         self.shape_x, self.shape_w, self.spatial = x.shape, weight.shape, spatial
         self.has_bias = bias is not None
         self.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        x, weight, bias = cast_for_matmul(x, weight, bias)  # the output follows x's (rounded) dtype
         compute = _kernel_dtype(x.dtype)
         self.x = xp.ascontiguousarray(_as_4d(x, spatial), dtype=compute)
         self.w = xp.ascontiguousarray(_as_4d(weight, spatial), dtype=compute)
@@ -103,6 +109,7 @@ class ConvTransposeFunction(Function):
         self.shape_x, self.shape_w, self.spatial = x.shape, weight.shape, spatial
         self.has_bias = bias is not None
         self.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        x, weight, bias = cast_for_matmul(x, weight, bias)  # the output follows x's (rounded) dtype
         compute = _kernel_dtype(x.dtype)
         self.x = xp.ascontiguousarray(_as_4d(x, spatial), dtype=compute)
         self.w = xp.ascontiguousarray(_as_4d(weight, spatial), dtype=compute)
@@ -159,7 +166,7 @@ def _check(input, weight, bias, spatial, groups, transposed):
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and not isinstance(t, Tensor):
             raise TypeError(f"{name}: expected a Tensor, got {type(t).__name__}")
-        if t is not None and t.dtype != input.dtype:
+        if t is not None and not dtypes_mix(t.dtype, input.dtype):
             raise TypeError(f"{name}: dtype {t.dtype} differs from input's {input.dtype}; cast one with .to()")
         if t is not None and t.device != input.device:
             raise ValueError(f"{name}: on {t.device}, input on {input.device}; move one with .to()")
