@@ -1,6 +1,7 @@
 // unet._C.rnn_ln_forward / rnn_ln_backward and their buffer sizes: the LSTM with layer
 // normalization and/or zoneout, the GRU with zoneout (csrc/include/unet/rnn_ln.h). Every
 // argument is validated, then the CPU kernel runs without the GIL.
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -113,7 +114,7 @@ struct Layer {
   }
 };
 
-Layer parse_layer(const py::args& args) {
+Layer parse_layer(const py::tuple& args) {
   // mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, 6 ln arrays, eps, keep_h, keep_c
   Layer L;
   L.mode = parse_mode(args[0]);
@@ -203,9 +204,47 @@ void check_cpu(const std::vector<const Array*>& all) {
                      "arrays on a CUDA device");
 }
 
-void forward(const py::args& args) {
-  if (args.size() != 23)
-    throw py::type_error("rnn_ln_forward: expected 23 arguments, got " + std::to_string(args.size()));
+const std::vector<std::string> kInputNames = {
+    "mode", "x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0", "lengths", "reverse", kLnNames[0],
+    kLnNames[1], kLnNames[2], kLnNames[3], kLnNames[4], kLnNames[5], "eps", "keep_h", "keep_c"};
+
+std::vector<std::string> with_names(std::vector<std::string> names,
+                                    std::initializer_list<const char*> more) {
+  names.insert(names.end(), more.begin(), more.end());
+  return names;
+}
+const std::vector<std::string> kForwardNames =
+    with_names(kInputNames, {"y", "h_n", "c_n", "workspace"});
+const std::vector<std::string> kBackwardNames = with_names(
+    kInputNames, {"y", "workspace", "grad_y", "grad_h_n", "grad_c_n", "grad_x", "grad_w_ih",
+                  "grad_w_hh", "grad_b_ih", "grad_b_hh", "grad_h0", "grad_c0", "grad_ln_ih_weight",
+                  "grad_ln_ih_bias", "grad_ln_hh_weight", "grad_ln_hh_bias", "grad_ln_c_weight",
+                  "grad_ln_c_bias", "scratch"});
+
+// Positional and keyword arguments in `names` order (every one required), as a tuple.
+py::tuple in_order(const char* fn, const py::args& args, const py::kwargs& kwargs,
+                   const std::vector<std::string>& names) {
+  if (args.size() > names.size())
+    throw py::type_error(std::string(fn) + ": expected at most " + std::to_string(names.size()) +
+                         " arguments, got " + std::to_string(args.size()));
+  py::tuple out(names.size());
+  for (size_t k = 0; k < names.size(); ++k) {
+    const bool named = kwargs.contains(names[k].c_str());
+    if (k < args.size() && named)
+      throw py::type_error(std::string(fn) + ": got two values for argument " + names[k]);
+    if (k >= args.size() && !named)
+      throw py::type_error(std::string(fn) + ": missing argument " + names[k]);
+    out[k] = k < args.size() ? py::object(args[k]) : py::object(kwargs[names[k].c_str()]);
+  }
+  for (const auto& item : kwargs) {
+    const std::string key = py::str(item.first);
+    if (std::find(names.begin(), names.end(), key) == names.end())
+      throw py::type_error(std::string(fn) + ": unexpected argument " + key);
+  }
+  return out;
+}
+
+void forward(const py::tuple& args) {
   const Layer L = parse_layer(args);
   const Array y = parse_array(args[19], "y", Role::Output);
   const Array h_n = parse_array(args[20], "h_n", Role::Output);
@@ -242,9 +281,7 @@ void forward(const py::args& args) {
   });
 }
 
-void backward(const py::args& args) {
-  if (args.size() != 38)
-    throw py::type_error("rnn_ln_backward: expected 38 arguments, got " + std::to_string(args.size()));
+void backward(const py::tuple& args) {
   const Layer L = parse_layer(args);
   const Array y = parse_array(args[19], "y", Role::Input);
   const Array workspace = parse_array(args[20], "workspace", Role::Input);
@@ -334,7 +371,9 @@ steps * batch * (7 H [+ 9 H + 3 with layer_norm]) for 'lstm', steps * batch * 5 
   m.def("rnn_ln_scratch_size", &scratch_size, py::arg("mode"), py::arg("steps"), py::arg("batch"),
         py::arg("hidden_size"),
         R"doc(Elements of the `scratch` rnn_ln_backward uses: steps * batch * (3 G + 1) * hidden_size.)doc");
-  m.def("rnn_ln_forward", &forward,
+  m.def("rnn_ln_forward", [](const py::args& args, const py::kwargs& kwargs) {
+          forward(in_order("rnn_ln_forward", args, kwargs, kForwardNames));
+        },
         R"doc(rnn_ln_forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse,
     ln_ih_weight, ln_ih_bias, ln_hh_weight, ln_hh_bias, ln_c_weight, ln_c_bias, eps,
     keep_h, keep_c, y, h_n, c_n, workspace)
@@ -347,7 +386,9 @@ reverse bool. ln_*: the six LSTM layer-norm gains and biases (ih, hh [4H]; c [H]
 None; eps > 0. keep_h, keep_c [T, B, H]: zoneout keep factors in [0, 1] (keep_c lstm only),
 or None. Outputs: y [T, B, H], h_n [B, H], c_n [B, H] (lstm) or None, workspace
 [rnn_ln_workspace_size(mode, T, B, H, layer_norm)]. float32/float64 CPU arrays, contiguous.)doc");
-  m.def("rnn_ln_backward", &backward,
+  m.def("rnn_ln_backward", [](const py::args& args, const py::kwargs& kwargs) {
+          backward(in_order("rnn_ln_backward", args, kwargs, kBackwardNames));
+        },
         R"doc(rnn_ln_backward(<the 19 inputs of rnn_ln_forward>, y, workspace, grad_y, grad_h_n,
     grad_c_n, grad_x, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_h0, grad_c0,
     grad_ln_ih_weight, grad_ln_ih_bias, grad_ln_hh_weight, grad_ln_hh_bias, grad_ln_c_weight,
