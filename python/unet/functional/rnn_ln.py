@@ -130,13 +130,14 @@ def rnn_ln(mode: str, x: Tensor, h0: Tensor | None = None, c0: Tensor | None = N
         raise ValueError(f"mode: expected 'lstm' or 'gru', got {mode!r}")
     w_ih, w_hh, b_ih, b_hh, w_hr, lengths = check_layer_args(mode, x, h0, c0, weights, lengths, reverse)
     if w_hr is not None:
-        raise ValueError("weights: layer norm and zoneout take no projection w_hr (proj_size); got one")
+        raise ValueError("weights: expected no projection w_hr (proj_size) with layer norm or zoneout, got one")
     steps, batch, _ = x.shape
     hidden = w_hh.shape[1]
     ln = (None,) * 6
     if layer_norm is not None:
         if mode != "lstm":
-            raise ValueError(f"layer_norm: layer normalization is for mode 'lstm' only, got it for {mode!r}")
+            raise ValueError(f"layer_norm: expected None for mode {mode!r} (layer normalization is for 'lstm' "
+                             "only), got the parameters")
         if not isinstance(layer_norm, (tuple, list)) or len(layer_norm) != 6:
             raise TypeError(f"layer_norm: expected a tuple of six Tensors {LAYER_NORM_NAMES}, got "
                             f"{type(layer_norm).__name__}")
@@ -149,7 +150,7 @@ def rnn_ln(mode: str, x: Tensor, h0: Tensor | None = None, c0: Tensor | None = N
                 raise ValueError(f"{name}: on {t.device}, x on {x.device}; move one with .to()")
         ln = tuple(layer_norm)
     if keep_c is not None and mode != "lstm":
-        raise ValueError(f"keep_c: a cell state exists for mode 'lstm' only, got keep_c for {mode!r}")
+        raise ValueError(f"keep_c: expected None for mode {mode!r} (a cell state exists for 'lstm' only), got an array")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
         raise ValueError(f"eps: expected a float > 0, got {eps!r}")
     if x.device.type != "cpu":

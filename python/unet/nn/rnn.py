@@ -66,9 +66,11 @@ class RNNBase(Module):
         self.layer_norm = _flag("layer_norm", layer_norm)
         self.zoneout = _probability("zoneout", zoneout)
         if self.layer_norm and mode != "lstm":
-            raise ValueError(f"layer_norm: layer normalization exists for LSTM only, not {_MODE_NAMES[mode]}")
+            raise ValueError(f"layer_norm: expected False for {_MODE_NAMES[mode]} (layer normalization exists for "
+                             "LSTM only), got True")
         if self.zoneout and mode not in ("lstm", "gru"):
-            raise ValueError(f"zoneout: exists for LSTM and GRU only, not {_MODE_NAMES[mode]}")
+            raise ValueError(f"zoneout: expected 0 for {_MODE_NAMES[mode]} (zoneout exists for LSTM and GRU only), "
+                             f"got {self.zoneout}")
         if self.proj_size and (self.layer_norm or self.zoneout):
             raise ValueError(f"proj_size: expected 0 with layer_norm or zoneout (whether the norm and "
                              f"zoneout act before or after the projection is not settled), got {self.proj_size}")
