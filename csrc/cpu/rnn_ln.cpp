@@ -23,6 +23,7 @@
 // of LN_c's output); without layer norm the first three are one plane (GRU: two).
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "gemm.h"
@@ -31,6 +32,8 @@
 
 namespace unet::cpu {
 namespace {
+
+#define UNET_ALWAYS_INLINE __attribute__((always_inline)) inline
 
 // Row passes run in parallel over sequences once a step has this much work.
 constexpr int64_t kParallelRowWork = 1 << 14;
@@ -52,12 +55,15 @@ void column_sums(int64_t rows, int64_t n, const T* a, const T* b, int64_t ldb, T
 
 // xhat = (a - mean(a)) / sqrt(var(a) + eps) over n values; returns 1 / sqrt(var + eps).
 template <typename T>
-T normalize(const T* a, int64_t n, T eps, T* xhat) {
+UNET_ALWAYS_INLINE T normalize(const T* a, int64_t n, T eps, T* xhat) {
   T mean = 0, var = 0;
+#pragma omp simd reduction(+ : mean)
   for (int64_t j = 0; j < n; ++j) mean += a[j];
   mean /= T(n);
+#pragma omp simd reduction(+ : var)
   for (int64_t j = 0; j < n; ++j) var += (a[j] - mean) * (a[j] - mean);
   const T rstd = T(1) / std::sqrt(var / T(n) + eps);
+#pragma omp simd
   for (int64_t j = 0; j < n; ++j) xhat[j] = (a[j] - mean) * rstd;
   return rstd;
 }
@@ -65,13 +71,15 @@ T normalize(const T* a, int64_t n, T eps, T* xhat) {
 // da = gradient of the normalization's input, given dy for its output γ xhat + β:
 // rstd * (dx - mean(dx) - xhat * mean(dx * xhat)) with dx = dy * γ. da may be dy.
 template <typename T>
-void normalize_backward(const T* dy, const T* gamma, const T* xhat, T rstd, int64_t n, T* da) {
+UNET_ALWAYS_INLINE void normalize_backward(const T* dy, const T* gamma, const T* xhat, T rstd, int64_t n, T* da) {
   T s1 = 0, s2 = 0;
+#pragma omp simd reduction(+ : s1, s2)
   for (int64_t j = 0; j < n; ++j) {
     s1 += dy[j] * gamma[j];
     s2 += dy[j] * gamma[j] * xhat[j];
   }
   s1 /= T(n), s2 /= T(n);
+#pragma omp simd
   for (int64_t j = 0; j < n; ++j) da[j] = rstd * (dy[j] * gamma[j] - s1 - xhat[j] * s2);
 }
 
@@ -107,12 +115,12 @@ struct Layer {
 
 // Zoneout: the new value where keep == 0, the old where 1, the blend in between.
 template <typename T>
-T zone(const T* keep, int64_t j, T old_value, T new_value) {
+UNET_ALWAYS_INLINE T zone(const T* keep, int64_t j, T old_value, T new_value) {
   return keep ? keep[j] * old_value + (T(1) - keep[j]) * new_value : new_value;
 }
 
 template <typename T>
-void lstm_forward_row(const Layer<T>& L, const RnnForwardArgs<T>& a, const RnnLnArgs<T>& e,
+UNET_ALWAYS_INLINE void lstm_forward_row(const Layer<T>& L, const RnnForwardArgs<T>& a, const RnnLnArgs<T>& e,
                       const T* bias, const T* hg, int64_t r, T* h, T* c) {
   const int64_t H = L.H, GH = L.GH;
   T* g = L.gates + r * GH;
@@ -125,12 +133,15 @@ void lstm_forward_row(const Layer<T>& L, const RnnForwardArgs<T>& a, const RnnLn
     T *xih = L.xih + r * GH, *xhh = L.xhh + r * GH, *rstd = L.rstd + r * 3;
     rstd[0] = normalize(g, GH, e.eps, xih);
     rstd[1] = normalize(hg, GH, e.eps, xhh);
+#pragma omp simd
     for (int64_t j = 0; j < GH; ++j)
       g[j] = e.ln_ih_weight[j] * xih[j] + e.ln_ih_bias[j] + e.ln_hh_weight[j] * xhh[j] +
              e.ln_hh_bias[j] + (bias ? bias[j] : T(0));
   } else {
+#pragma omp simd
     for (int64_t j = 0; j < GH; ++j) g[j] += hg[j];
   }
+#pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
     const T i = sigmoid(g[j]), f = sigmoid(g[H + j]), z = tanh_(g[2 * H + j]),
             o = sigmoid(g[3 * H + j]);
@@ -143,6 +154,7 @@ void lstm_forward_row(const Layer<T>& L, const RnnForwardArgs<T>& a, const RnnLn
     L.rstd[r * 3 + 2] = normalize(tl, H, e.eps, xc_row);
     xc = xc_row;
   }
+#pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
     const T cn = tl[j];
     c[j] = zone(kc, j, cp[j], cn);
@@ -152,11 +164,12 @@ void lstm_forward_row(const Layer<T>& L, const RnnForwardArgs<T>& a, const RnnLn
 }
 
 template <typename T>
-void gru_forward_row(const Layer<T>& L, const RnnForwardArgs<T>& a, const RnnLnArgs<T>& e,
+UNET_ALWAYS_INLINE void gru_forward_row(const Layer<T>& L, const RnnForwardArgs<T>& a, const RnnLnArgs<T>& e,
                      const T* hg, int64_t r, T* h) {
   const int64_t H = L.H;
   T *g = L.gates + r * L.GH, *hp = L.hprev + r * H, *hn_saved = L.aux + r * H, *y = a.y + r * H;
   const T* kh = e.keep_h ? e.keep_h + r * H : nullptr;
+#pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
     const T rg = sigmoid(g[j] + hg[j]), z = sigmoid(g[H + j] + hg[H + j]), hn = hg[2 * H + j];
     const T n = tanh_(g[2 * H + j] + rg * hn), old = h[j];
@@ -170,7 +183,7 @@ void gru_forward_row(const Layer<T>& L, const RnnForwardArgs<T>& a, const RnnLnA
 // A padded step: the state stays, y = 0, and the row's saves are zeros (hprev, cprev the
 // carried state) so that they add nothing to backward's sums.
 template <typename T>
-void padded_forward_row(const Layer<T>& L, const RnnForwardArgs<T>& a, int64_t r, const T* h,
+UNET_ALWAYS_INLINE void padded_forward_row(const Layer<T>& L, const RnnForwardArgs<T>& a, int64_t r, const T* h,
                         const T* c) {
   const int64_t H = L.H, GH = L.GH;
   std::fill(L.gates + r * GH, L.gates + (r + 1) * GH, T(0));
@@ -196,7 +209,7 @@ struct Grads {
 };
 
 template <typename T>
-void lstm_backward_row(const Layer<T>& L, const RnnBackwardArgs<T>& a, const RnnLnArgs<T>& e,
+UNET_ALWAYS_INLINE void lstm_backward_row(const Layer<T>& L, const RnnBackwardArgs<T>& a, const RnnLnArgs<T>& e,
                        const Grads<T>& d, int64_t r, int64_t b) {
   const int64_t H = L.H, GH = L.GH;
   const T *g = L.gates + r * GH, *tl = L.aux + r * H, *cp = L.cprev + r * H,
@@ -206,6 +219,7 @@ void lstm_backward_row(const Layer<T>& L, const RnnBackwardArgs<T>& a, const Rnn
   T *dh = d.dh + b * H, *dc = d.dc + b * H, *dpre = d.dpre + r * GH;
   // dpre[0, H) first holds the gradient reaching the new cell through h.
   T* dl = L.ln ? d.dlc + r * H : dpre;
+#pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
     const T dht = dh[j] + gy[j];
     const T dhn = kh ? (T(1) - kh[j]) * dht : dht;
@@ -216,6 +230,7 @@ void lstm_backward_row(const Layer<T>& L, const RnnBackwardArgs<T>& a, const Rnn
   }
   if (L.ln)
     normalize_backward(dl, e.ln_c_weight, L.xc + r * H, L.rstd[r * 3 + 2], H, dpre);
+#pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
     const T dct = dc[j];
     const T dcn = (kc ? (T(1) - kc[j]) * dct : dct) + dpre[j];
@@ -234,13 +249,14 @@ void lstm_backward_row(const Layer<T>& L, const RnnBackwardArgs<T>& a, const Rnn
 }
 
 template <typename T>
-void gru_backward_row(const Layer<T>& L, const RnnBackwardArgs<T>& a, const RnnLnArgs<T>& e,
+UNET_ALWAYS_INLINE void gru_backward_row(const Layer<T>& L, const RnnBackwardArgs<T>& a, const RnnLnArgs<T>& e,
                       const Grads<T>& d, int64_t r, int64_t b) {
   const int64_t H = L.H, GH = L.GH;
   const T *g = L.gates + r * GH, *hn = L.aux + r * H, *hp = L.hprev + r * H,
           *gy = a.grad_y + r * H;
   const T* kh = e.keep_h ? e.keep_h + r * H : nullptr;
   T *dh = d.dh + b * H, *di = d.dA_ih + r * GH, *ds = d.dA_hh + r * GH;
+#pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
     const T dht = dh[j] + gy[j];
     const T dhn = kh ? (T(1) - kh[j]) * dht : dht;
@@ -258,11 +274,88 @@ void gru_backward_row(const Layer<T>& L, const RnnBackwardArgs<T>& a, const RnnL
 }
 
 template <typename T>
-void padded_backward_row(const Layer<T>& L, const Grads<T>& d, int64_t r, int64_t b) {
+UNET_ALWAYS_INLINE void padded_backward_row(const Layer<T>& L, const Grads<T>& d, int64_t r, int64_t b) {
   const int64_t GH = L.GH;
   for (T* plane : {d.dA_ih, d.dA_hh, d.dpre}) std::fill(plane + r * GH, plane + (r + 1) * GH, T(0));
   if (L.ln) std::fill(d.dlc + r * L.H, d.dlc + (r + 1) * L.H, T(0));
   std::fill(d.dA_step + b * GH, d.dA_step + (b + 1) * GH, T(0));
+}
+
+// One step's row pass over the sequences [b0, b1), compiled once per instruction set like
+// rnn.cpp's row kernels (the one the GEMM runs with, UNET_CPU_ISA, is used), so that the
+// gate loops vectorize as wide as the machine allows.
+template <typename T>
+struct ForwardStep {
+  const Layer<T>& L;
+  const RnnForwardArgs<T>& a;
+  const RnnLnArgs<T>& e;
+  const T* bias;
+  const T* hg;
+  int64_t s;
+  UNET_ALWAYS_INLINE void operator()(int64_t b0, int64_t b1) const {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t r = L.row(s, b);
+      T *h = a.h_n + b * L.H, *c = L.lstm ? a.c_n + b * L.H : nullptr;
+      if (s >= L.length(b))
+        padded_forward_row(L, a, r, h, c);
+      else if (L.lstm)
+        lstm_forward_row(L, a, e, bias, hg + b * L.GH, r, h, c);
+      else
+        gru_forward_row(L, a, e, hg + b * L.GH, r, h);
+    }
+  }
+};
+
+template <typename T>
+struct BackwardStep {
+  const Layer<T>& L;
+  const RnnBackwardArgs<T>& a;
+  const RnnLnArgs<T>& e;
+  const Grads<T>& d;
+  int64_t s;
+  UNET_ALWAYS_INLINE void operator()(int64_t b0, int64_t b1) const {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t r = L.row(s, b);
+      if (s >= L.length(b))
+        padded_backward_row(L, d, r, b);
+      else if (L.lstm)
+        lstm_backward_row(L, a, e, d, r, b);
+      else
+        gru_backward_row(L, a, e, d, r, b);
+    }
+  }
+};
+
+#if defined(__x86_64__) || defined(__i386__)
+template <typename Step>
+__attribute__((target("avx512f,fma"))) void run_avx512(const Step& step, int64_t b0, int64_t b1) {
+  step(b0, b1);
+}
+template <typename Step>
+__attribute__((target("avx2,fma"))) void run_avx2(const Step& step, int64_t b0, int64_t b1) {
+  step(b0, b1);
+}
+#endif
+template <typename Step>
+void run_generic(const Step& step, int64_t b0, int64_t b1) {
+  step(b0, b1);
+}
+
+// Runs `step` over all B sequences, shared among threads in contiguous blocks when the step
+// is big enough (each sequence's row is computed whole by one thread).
+template <typename Step>
+void run_step(const Step& step, int64_t B, bool parallel) {
+  using Fn = void (*)(const Step&, int64_t, int64_t);
+  static const Fn fn = [] {
+    const std::string isa = gemm_kernel_isa();
+#if defined(__x86_64__) || defined(__i386__)
+    if (isa == "avx512") return &run_avx512<Step>;
+    if (isa == "avx2") return &run_avx2<Step>;
+#endif
+    return &run_generic<Step>;
+  }();
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t b = 0; b < B; ++b) fn(step, b, b + 1);
 }
 
 }  // namespace
@@ -285,17 +378,8 @@ void rnn_ln_forward(const RnnForwardArgs<T>& a, const RnnLnArgs<T>& e) {
   std::vector<T> hg(B * GH);
   for (int64_t s = 0; s < L.steps; ++s) {
     gemm<T>(B, {a.h_n, H, 1}, w_hh, hg.data(), GH, {L.ln ? nullptr : a.b_hh});
-#pragma omp parallel for schedule(static) if (B * GH >= kParallelRowWork)
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t r = L.row(s, b);
-      T *h = a.h_n + b * H, *c = L.lstm ? a.c_n + b * H : nullptr;
-      if (s >= L.length(b))
-        padded_forward_row(L, a, r, h, c);
-      else if (L.lstm)
-        lstm_forward_row(L, a, e, bias.empty() ? nullptr : bias.data(), hg.data() + b * GH, r, h, c);
-      else
-        gru_forward_row(L, a, e, hg.data() + b * GH, r, h);
-    }
+    run_step(ForwardStep<T>{L, a, e, bias.empty() ? nullptr : bias.data(), hg.data(), s}, B,
+             B * GH >= kParallelRowWork);
   }
 }
 
@@ -315,16 +399,7 @@ void rnn_ln_backward(const RnnBackwardArgs<T>& a, const RnnLnArgs<T>& e, const R
   if (TB > 0) {
     const PackedOperand<T> w_hh = pack_operand<T>(H, GH, {f.w_hh, 1, H});
     for (int64_t s = L.steps - 1; s >= 0; --s) {
-#pragma omp parallel for schedule(static) if (B * GH >= kParallelRowWork)
-      for (int64_t b = 0; b < B; ++b) {
-        const int64_t r = L.row(s, b);
-        if (s >= L.length(b))
-          padded_backward_row(L, d, r, b);
-        else if (L.lstm)
-          lstm_backward_row(L, a, e, d, r, b);
-        else
-          gru_backward_row(L, a, e, d, r, b);
-      }
+      run_step(BackwardStep<T>{L, a, e, d, s}, B, B * GH >= kParallelRowWork);
       if (s == 0 && !a.grad_h0) break;
       // dh_prev += dA_hh W_hh; padded rows add zeros, so their carried gradient stays.
       gemm<T>(B, {dA_step.data(), GH, 1}, w_hh, rec.data(), H);
