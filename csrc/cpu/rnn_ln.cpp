@@ -53,6 +53,20 @@ void column_sums(int64_t rows, int64_t n, const T* a, const T* b, int64_t ldb, T
   }
 }
 
+// C = A W^T (+ bias) for the M rows of a step, W packed once per call: A is packed into
+// `a_packed` (packed_rows_size(M, K)) and threads take whole column panels, so that a step
+// allocates nothing (bit for bit gemm(M, A, W, ...)).
+template <typename T>
+void step_gemm(int64_t M, const T* A, const PackedOperand<T>& W, T* a_packed, T* C, int64_t ldc,
+               const T* bias) {
+  pack_rows<T>(M, W.K, {A, W.K, 1}, a_packed);
+  const int64_t panel = gemm_panel_width<T>(), panels = (W.N + panel - 1) / panel;
+#pragma omp parallel for schedule(static) if (M * W.N * W.K >= (int64_t(1) << 18))
+  for (int64_t p = 0; p < panels; ++p)
+    gemm_packed_columns<T>(M, a_packed, W, p * panel, std::min(W.N, (p + 1) * panel), C, ldc,
+                           {bias});
+}
+
 // xhat = (a - mean(a)) / sqrt(var(a) + eps) over n values; returns 1 / sqrt(var + eps).
 template <typename T>
 UNET_ALWAYS_INLINE T normalize(const T* a, int64_t n, T eps, T* xhat) {
@@ -376,8 +390,9 @@ void rnn_ln_forward(const RnnForwardArgs<T>& a, const RnnLnArgs<T>& e) {
   }
   const PackedOperand<T> w_hh = pack_operand<T>(GH, H, {a.w_hh, H, 1});
   std::vector<T> hg(B * GH);
+  AlignedArray<T> a_packed = aligned_array<T>(packed_rows_size<T>(B, H));
   for (int64_t s = 0; s < L.steps; ++s) {
-    gemm<T>(B, {a.h_n, H, 1}, w_hh, hg.data(), GH, {L.ln ? nullptr : a.b_hh});
+    step_gemm<T>(B, a.h_n, w_hh, a_packed.get(), hg.data(), GH, L.ln ? nullptr : a.b_hh);
     run_step(ForwardStep<T>{L, a, e, bias.empty() ? nullptr : bias.data(), hg.data(), s}, B,
              B * GH >= kParallelRowWork);
   }
@@ -398,11 +413,12 @@ void rnn_ln_backward(const RnnBackwardArgs<T>& a, const RnnLnArgs<T>& e, const R
 
   if (TB > 0) {
     const PackedOperand<T> w_hh = pack_operand<T>(H, GH, {f.w_hh, 1, H});
+    AlignedArray<T> a_packed = aligned_array<T>(packed_rows_size<T>(B, GH));
     for (int64_t s = L.steps - 1; s >= 0; --s) {
       run_step(BackwardStep<T>{L, a, e, d, s}, B, B * GH >= kParallelRowWork);
       if (s == 0 && !a.grad_h0) break;
       // dh_prev += dA_hh W_hh; padded rows add zeros, so their carried gradient stays.
-      gemm<T>(B, {dA_step.data(), GH, 1}, w_hh, rec.data(), H);
+      step_gemm<T>(B, dA_step.data(), w_hh, a_packed.get(), rec.data(), H, nullptr);
       for (int64_t k = 0; k < B * H; ++k) dh[k] += rec[k];
     }
   }
