@@ -175,8 +175,10 @@ Layer parse_layer(const py::tuple& args) {
   return L;
 }
 
-// Host checks the kernel relies on: the lengths in [1, T], the keep factors in [0, 1].
+// Host checks: the lengths in [1, T], the keep factors in [0, 1], where they are host memory
+// (CUDA arrays cannot be read here without a hidden copy; the CUDA kernel clamps lengths).
 void check_values(const Layer& L) {
+  if (L.x.t.device.type != DeviceType::CPU) return;
   if (L.lengths) {
     const int64_t* len = L.lengths->t.data<int64_t>();
     for (int64_t b = 0; b < L.B; ++b)
@@ -197,11 +199,13 @@ void check_values(const Layer& L) {
   }
 }
 
-void check_cpu(const std::vector<const Array*>& all) {
+Device check_device(const std::vector<const Array*>& all) {
   const Device device = check_same_device(all);
+#ifndef UNET_WITH_CUDA
   if (device.type != DeviceType::CPU)
-    value_error("x", "expected CPU arrays (the layer-norm/zoneout kernel has no CUDA path yet), got "
-                     "arrays on a CUDA device");
+    value_error("x", "expected CPU arrays (this build has no CUDA), got arrays on a CUDA device");
+#endif
+  return device;
 }
 
 const std::vector<std::string> kInputNames = {
@@ -214,14 +218,15 @@ std::vector<std::string> with_names(std::vector<std::string> names,
   return names;
 }
 const std::vector<std::string> kForwardNames =
-    with_names(kInputNames, {"y", "h_n", "c_n", "workspace"});
+    with_names(kInputNames, {"y", "h_n", "c_n", "workspace", "stream"});
 const std::vector<std::string> kBackwardNames = with_names(
     kInputNames, {"y", "workspace", "grad_y", "grad_h_n", "grad_c_n", "grad_x", "grad_w_ih",
                   "grad_w_hh", "grad_b_ih", "grad_b_hh", "grad_h0", "grad_c0", "grad_ln_ih_weight",
                   "grad_ln_ih_bias", "grad_ln_hh_weight", "grad_ln_hh_bias", "grad_ln_c_weight",
-                  "grad_ln_c_bias", "scratch"});
+                  "grad_ln_c_bias", "scratch", "stream"});
 
-// Positional and keyword arguments in `names` order (every one required), as a tuple.
+// Positional and keyword arguments in `names` order, as a tuple: every one required but the
+// last, "stream" (default 0).
 py::tuple in_order(const char* fn, const py::args& args, const py::kwargs& kwargs,
                    const std::vector<std::string>& names) {
   if (args.size() > names.size())
@@ -232,9 +237,11 @@ py::tuple in_order(const char* fn, const py::args& args, const py::kwargs& kwarg
     const bool named = kwargs.contains(names[k].c_str());
     if (k < args.size() && named)
       throw py::type_error(std::string(fn) + ": got two values for argument " + names[k]);
-    if (k >= args.size() && !named)
+    if (k >= args.size() && !named && names[k] != "stream")
       throw py::type_error(std::string(fn) + ": missing argument " + names[k]);
-    out[k] = k < args.size() ? py::object(args[k]) : py::object(kwargs[names[k].c_str()]);
+    out[k] = k < args.size() ? py::object(args[k])
+             : named          ? py::object(kwargs[names[k].c_str()])
+                              : py::object(py::int_(0));
   }
   for (const auto& item : kwargs) {
     const std::string key = py::str(item.first);
@@ -261,7 +268,8 @@ void forward(const py::tuple& args) {
   check_same_dtype(L.x, {&y, &h_n, ptr(c_n), &workspace});
   std::vector<const Array*> all = L.inputs();
   all.insert(all.end(), {&y, &h_n, ptr(c_n), &workspace});
-  check_cpu(all);
+  [[maybe_unused]] const Device device = check_device(all);
+  const uintptr_t stream = parse_stream(args[23]);
   const std::vector<const Array*> in = L.inputs();
   for (const Array* out : {&y, &h_n, ptr(c_n), &workspace}) {
     if (!out) continue;
@@ -277,6 +285,10 @@ void forward(const py::tuple& args) {
                                                   workspace.t.data<T>());
     const RnnLnArgs<T> e = L.ext<T>();
     py::gil_scoped_release no_gil;
+#ifdef UNET_WITH_CUDA
+    if (device.type == DeviceType::CUDA) return cuda::rnn_ln_forward(f, e, stream, device.index);
+#endif
+    (void)stream;
     cpu::rnn_ln_forward(f, e);
   });
 }
@@ -331,7 +343,8 @@ void backward(const py::tuple& args) {
   std::vector<const Array*> all = L.inputs();
   all.insert(all.end(), {&y, &workspace, &grad_y, ptr(grad_h_n), ptr(grad_c_n)});
   all.insert(all.end(), outputs.begin(), outputs.end());
-  check_cpu(all);
+  [[maybe_unused]] const Device device = check_device(all);
+  const uintptr_t stream = parse_stream(args[38]);
   std::vector<const Array*> in = L.inputs();
   in.insert(in.end(), {&y, &workspace, &grad_y, ptr(grad_h_n), ptr(grad_c_n)});
   for (size_t k = 0; k < outputs.size(); ++k) {
@@ -357,6 +370,10 @@ void backward(const py::tuple& args) {
                           data<T>(g_lnhh_b), data<T>(g_lnc_w), data<T>(g_lnc_b)};
     const RnnLnArgs<T> e = L.ext<T>();
     py::gil_scoped_release no_gil;
+#ifdef UNET_WITH_CUDA
+    if (device.type == DeviceType::CUDA) return cuda::rnn_ln_backward(b, e, g, stream, device.index);
+#endif
+    (void)stream;
     cpu::rnn_ln_backward(b, e, g);
   });
 }
@@ -385,7 +402,8 @@ mode 'lstm' or 'gru'; x [T, B, I]; w_ih [G*H, I]; w_hh [G*H, H]; b_ih, b_hh [G*H
 reverse bool. ln_*: the six LSTM layer-norm gains and biases (ih, hh [4H]; c [H]) or all
 None; eps > 0. keep_h, keep_c [T, B, H]: zoneout keep factors in [0, 1] (keep_c lstm only),
 or None. Outputs: y [T, B, H], h_n [B, H], c_n [B, H] (lstm) or None, workspace
-[rnn_ln_workspace_size(mode, T, B, H, layer_norm)]. float32/float64 CPU arrays, contiguous.)doc");
+[rnn_ln_workspace_size(mode, T, B, H, layer_norm)]. float32/float64 arrays, contiguous, all on
+the CPU or all on one CUDA device; stream: cudaStream_t as int (0 = default).)doc");
   m.def("rnn_ln_backward", [](const py::args& args, const py::kwargs& kwargs) {
           backward(in_order("rnn_ln_backward", args, kwargs, kBackwardNames));
         },
@@ -396,7 +414,7 @@ or None. Outputs: y [T, B, H], h_n [B, H], c_n [B, H] (lstm) or None, workspace
 
 Backward through time of rnn_ln_forward. grad_y [T, B, H] required; grad_h_n, grad_c_n
 or None (zero). Each gradient is overwritten, or None when not wanted. scratch:
-[rnn_ln_scratch_size(mode, T, B, H)].)doc");
+[rnn_ln_scratch_size(mode, T, B, H)]; stream as in rnn_ln_forward.)doc");
 }
 
 }  // namespace unet::bindings

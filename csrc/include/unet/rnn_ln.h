@@ -65,4 +65,15 @@ void rnn_ln_backward(const RnnBackwardArgs<T>& bwd, const RnnLnArgs<T>& ext,
                      const RnnLnGrads<T>& grads);
 }  // namespace cpu
 
+// Asynchronous on `stream` of CUDA device `device` (per step: a recurrent GEMM and one block
+// per sequence); launch errors throw std::runtime_error.
+namespace cuda {
+template <typename T>
+void rnn_ln_forward(const RnnForwardArgs<T>& fwd, const RnnLnArgs<T>& ext, uintptr_t stream,
+                    int device);
+template <typename T>
+void rnn_ln_backward(const RnnBackwardArgs<T>& bwd, const RnnLnArgs<T>& ext,
+                     const RnnLnGrads<T>& grads, uintptr_t stream, int device);
+}  // namespace cuda
+
 }  // namespace unet

@@ -12,7 +12,7 @@ and, for the LSTM, ``c_t = k_c c_{t-1} + (1-k_c) c'``: 0/1 masks in training, th
 probability p everywhere in evaluation (the expectation).
 
 Variable lengths, reverse direction and autocast follow ``unet.functional.rnn``; there is
-no projection (proj_size) and no CUDA path yet.
+no projection (proj_size). CPU and CUDA (the CUDA kernel is compile-checked only so far).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import numpy as np
 from .. import _C, backend
 from ..amp.autocast import CASTABLE, cast_for_matmul, is_autocast_enabled
 from ..autograd import Function
-from ..backend import array_module
+from ..backend import array_module, current_stream_ptr
 from ..tensor import Tensor
 from .rnn import _kernel_dtype, check_layer_args
 
@@ -66,7 +66,7 @@ class NormalizedRecurrentFunction(Function):
         c_n = xp.empty((batch, hidden), compute) if lstm else None
         layer_norm = self.ln[0] is not None
         self.workspace = xp.empty(_C.rnn_ln_workspace_size(mode, steps, batch, hidden, layer_norm), compute)
-        _C.rnn_ln_forward(*self._inputs(), self.y, h_n, c_n, self.workspace)
+        _C.rnn_ln_forward(*self._inputs(), self.y, h_n, c_n, self.workspace, current_stream_ptr(x))
         out = (self.y.astype(out_dtype, copy=False), h_n.astype(out_dtype, copy=False))
         return out + (c_n.astype(out_dtype, copy=False),) if lstm else out
 
@@ -89,7 +89,8 @@ class NormalizedRecurrentFunction(Function):
         scratch = xp.empty(_C.rnn_ln_scratch_size(self.mode, *self.sizes), compute)
         _C.rnn_ln_backward(*self._inputs(), self.y, self.workspace, arr(grad_y), arr(grad_h_n),
                            arr(grad_c_n) if self.c0 is not None else None,
-                           gx, gw_ih, gw_hh, gb_ih, gb_hh, gh0, gc0, *grads[7:], scratch)
+                           gx, gw_ih, gw_hh, gb_ih, gb_hh, gh0, gc0, *grads[7:], scratch,
+                           current_stream_ptr(grad_y))
         return tuple(None if g is None else g.astype(dtype, copy=False)
                      for g, dtype, p in zip(grads, self.dtypes, self.present) if p)
 
@@ -153,8 +154,6 @@ def rnn_ln(mode: str, x: Tensor, h0: Tensor | None = None, c0: Tensor | None = N
         raise ValueError(f"keep_c: expected None for mode {mode!r} (a cell state exists for 'lstm' only), got an array")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
         raise ValueError(f"eps: expected a float > 0, got {eps!r}")
-    if x.device.type != "cpu":
-        raise ValueError(f"x: layer norm and zoneout run on the CPU only so far, got x on {x.device}")
     keep_h = _keep_array(keep_h, "keep_h", (steps, batch, hidden), x)
     keep_c = _keep_array(keep_c, "keep_c", (steps, batch, hidden), x)
     out = NormalizedRecurrentFunction.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *ln, mode=mode,
