@@ -429,14 +429,24 @@ void rnn_ln_backward(const RnnBackwardArgs<T>& a, const RnnLnArgs<T>& e, const R
   if (a.grad_w_ih) gemm<T>(GH, I, TB, {d.dA_ih, 1, GH}, {f.x, 1, I}, a.grad_w_ih, I);
   if (a.grad_w_hh) gemm<T>(GH, H, TB, {d.dA_hh, 1, GH}, {L.hprev, 1, H}, a.grad_w_hh, H);
   const T* none = nullptr;
-  if (a.grad_b_ih) column_sums(TB, GH, L.lstm ? d.dpre : d.dA_ih, none, 0, a.grad_b_ih);
-  if (a.grad_b_hh) column_sums(TB, GH, L.lstm ? d.dpre : d.dA_hh, none, 0, a.grad_b_hh);
+  if (!L.lstm) {
+    if (a.grad_b_ih) column_sums(TB, GH, d.dA_ih, none, 0, a.grad_b_ih);
+    if (a.grad_b_hh) column_sums(TB, GH, d.dA_hh, none, 0, a.grad_b_hh);
+    return;
+  }
+  // LSTM: pre = ... + b_ih + b_hh (+ β_ih + β_hh): all four get the column sums of dpre,
+  // summed once.
+  T* first = nullptr;
+  for (T* out : {a.grad_b_ih, a.grad_b_hh, gr.ln_ih_bias, gr.ln_hh_bias}) {
+    if (!out) continue;
+    if (first)
+      std::copy(first, first + GH, out);
+    else
+      column_sums(TB, GH, d.dpre, none, 0, first = out);
+  }
   if (!L.ln) return;
   if (gr.ln_ih_weight) column_sums(TB, GH, d.dpre, L.xih, GH, gr.ln_ih_weight);
   if (gr.ln_hh_weight) column_sums(TB, GH, d.dpre, L.xhh, GH, gr.ln_hh_weight);
-  // pre = ... + β_ih + β_hh: both get the column sums of dpre
-  if (gr.ln_ih_bias) column_sums(TB, GH, d.dpre, none, 0, gr.ln_ih_bias);
-  if (gr.ln_hh_bias) column_sums(TB, GH, d.dpre, none, 0, gr.ln_hh_bias);
   if (gr.ln_c_weight) column_sums(TB, H, d.dlc, L.xc, H, gr.ln_c_weight);
   if (gr.ln_c_bias) column_sums(TB, H, d.dlc, none, 0, gr.ln_c_bias);
 }
