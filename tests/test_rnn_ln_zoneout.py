@@ -452,3 +452,38 @@ def test_never_crashes_on_near_valid_arguments(variant, T_, B_, I_, H_, lengths,
             continue
         if fn is _C.rnn_ln_forward:
             assert np.isfinite(args["y"]).all()
+
+
+_THREADS_SCRIPT = """
+import numpy as np, sys, unet
+from unet import functional as F
+rng = np.random.default_rng(0)
+T, B, I, H = 4, 40, 8, 128   # B * 4H above the size where the row passes go parallel
+t = lambda *s: unet.tensor(rng.standard_normal(s) * 0.3, requires_grad=True)
+x, h0, c0 = t(T, B, I), t(B, H), t(B, H)
+w = [t(4 * H, I), t(4 * H, H), t(4 * H), t(4 * H)]
+ln = [t(4 * H), t(4 * H), t(4 * H), t(4 * H), t(H), t(H)]
+keep = (rng.random((T, B, H)) < 0.3).astype(np.float64)
+y, h, c = F.rnn_ln("lstm", x, h0, c0, w, layer_norm=ln, keep_h=keep, keep_c=keep[::-1].copy(),
+                   lengths=[T - b % T for b in range(B)], reverse=True)
+(y.sum() + (h * c).sum()).backward()
+np.savez(sys.argv[1], y.numpy(), *[p.grad.numpy() for p in [x, h0, c0] + w + ln])
+"""
+
+
+def test_results_do_not_depend_on_the_thread_count(tmp_path):
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "run.py"
+    script.write_text(_THREADS_SCRIPT)
+    outs = []
+    for threads in ("1", "2"):
+        path = tmp_path / f"out{threads}.npz"
+        package_root = os.path.dirname(os.path.dirname(unet.__file__))
+        env = {**os.environ, "OMP_NUM_THREADS": threads,
+               "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])}
+        subprocess.run([sys.executable, str(script), str(path)], check=True, env=env, timeout=300)
+        outs.append(np.load(path))
+    for key in outs[0].files:
+        assert np.array_equal(outs[0][key], outs[1][key]), key
