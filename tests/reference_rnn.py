@@ -66,3 +66,61 @@ class ComposedLSTM(nn.LSTM):
         if unbatched:
             return x.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
         return (x.transpose(0, 1) if self.batch_first else x), (h_n, c_n)
+
+
+def _layer_norm(a, gain, bias, eps):
+    """LN over the last dimension, written out in ops (not unet's layer_norm kernel)."""
+    centred = a - a.mean(dim=-1, keepdim=True)
+    return centred / ((centred * centred).mean(dim=-1, keepdim=True) + eps).sqrt() * gain + bias
+
+
+def _zone(keep, old, new):
+    """Zoneout with keep factors ``keep`` (a numpy row, a constant): keep*old + (1-keep)*new."""
+    if keep is None:
+        return new
+    k = Tensor(keep.astype(old.dtype))
+    return old * k + new * Tensor((1.0 - keep).astype(old.dtype))
+
+
+def composed_rnn_ln(mode, x, h0, c0, weights, layer_norm=None, keep_h=None, keep_c=None,
+                    lengths=None, reverse=False, eps=1e-5):
+    """Reference for ``unet.functional.rnn_ln`` from unet's autograd ops, one sequence and one
+    step at a time (slow; for tests). Same arguments; ``keep_h``/``keep_c`` numpy arrays."""
+    steps, batch, _ = x.shape
+    w_ih, w_hh, b_ih, b_hh = (tuple(weights) + (None, None))[:4]
+    hidden = w_hh.shape[1]
+    lengths = [steps] * batch if lengths is None else [int(n) for n in lengths]
+    zero_row = Tensor(array_module(x.data).zeros((1, hidden), dtype=x.dtype))
+    ys, hs, cs = [], [], []
+    for b in range(batch):
+        h = h0[b:b + 1]
+        c = c0[b:b + 1] if mode == "lstm" else None
+        out = {}
+        order = range(lengths[b] - 1, -1, -1) if reverse else range(lengths[b])
+        for t in order:
+            kh = None if keep_h is None else keep_h[t, b:b + 1]
+            xt = x[t, b:b + 1]
+            if mode == "lstm":
+                a_ih, a_hh = F.linear(xt, w_ih), F.linear(h, w_hh)
+                if layer_norm is not None:
+                    g_ih, bt_ih, g_hh, bt_hh, g_c, bt_c = layer_norm
+                    a_ih, a_hh = _layer_norm(a_ih, g_ih, bt_ih, eps), _layer_norm(a_hh, g_hh, bt_hh, eps)
+                pre = a_ih + a_hh if b_ih is None else a_ih + a_hh + b_ih + b_hh
+                i, f, g, o = pre.split(hidden, dim=-1)
+                c_new = f.sigmoid() * c + i.sigmoid() * g.tanh()
+                cell = c_new if layer_norm is None else _layer_norm(c_new, g_c, bt_c, eps)
+                h_new = o.sigmoid() * cell.tanh()
+                c = _zone(None if keep_c is None else keep_c[t, b:b + 1], c, c_new)
+            else:
+                ir, iz, in_ = F.linear(xt, w_ih, b_ih).split(hidden, dim=-1)
+                hr, hz, hn = F.linear(h, w_hh, b_hh).split(hidden, dim=-1)
+                r, z = (ir + hr).sigmoid(), (iz + hz).sigmoid()
+                n = (in_ + r * hn).tanh()
+                h_new = n + z * (h - n)
+            h = _zone(kh, h, h_new)
+            out[t] = h
+        ys.append(F.stack([out.get(t, zero_row) for t in range(steps)], 0))
+        hs.append(h)
+        cs.append(c)
+    y = F.cat(ys, dim=1)
+    return y, F.cat(hs, dim=0), F.cat(cs, dim=0) if mode == "lstm" else None

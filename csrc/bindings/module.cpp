@@ -102,6 +102,7 @@ PYBIND11_MODULE(_C, m) {
   unet::bindings::register_linear(m);
   unet::bindings::register_matmul(m);
   unet::bindings::register_rnn(m);
+  unet::bindings::register_rnn_ln(m);
   unet::bindings::register_conv(m);
   unet::bindings::register_ctc(m);
   unet::bindings::register_optim(m);

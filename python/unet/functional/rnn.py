@@ -173,6 +173,16 @@ def rnn(mode: str, x: Tensor, h0: Tensor | None = None, c0: Tensor | None = None
     ``lengths``: B ints in [1, T] (list, array or Tensor) or None (all T).
     Returns ``(y, h_n, c_n)``: y (T, B, P), h_n (B, P), c_n (B, H) or None unless lstm.
     """
+    w_ih, w_hh, b_ih, b_hh, w_hr, lengths = check_layer_args(mode, x, h0, c0, weights, lengths, reverse)
+    out = RecurrentFunction.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mode=mode, lengths=lengths,
+                                  reverse=bool(reverse))
+    return (out[0], out[1], out[2]) if mode == "lstm" else (out[0], out[1], None)
+
+
+def check_layer_args(mode, x, h0, c0, weights, lengths, reverse):
+    """Validates ``rnn``'s arguments (errors name the argument); returns the unpacked weights
+    (w_ih, w_hh, b_ih, b_hh, w_hr) and the lengths as a host int64 array, or None when every
+    sequence is full."""
     if mode not in GATES:
         raise ValueError(f"mode: expected one of {tuple(GATES)}, got {mode!r}")
     if not isinstance(x, Tensor):
@@ -220,6 +230,4 @@ def rnn(mode: str, x: Tensor, h0: Tensor | None = None, c0: Tensor | None = None
         lengths = check_lengths(lengths, steps, batch)
         if lengths.min() == steps:  # every sequence full: the plain path
             lengths = None
-    out = RecurrentFunction.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, mode=mode, lengths=lengths,
-                                  reverse=bool(reverse))
-    return (out[0], out[1], out[2]) if mode == "lstm" else (out[0], out[1], None)
+    return w_ih, w_hh, b_ih, b_hh, w_hr, lengths

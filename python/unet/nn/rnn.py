@@ -15,7 +15,10 @@ import warnings
 
 from .. import functional as F
 from ..amp.autocast import dtypes_mix
+from .. import backend
+from ..backend import array_module
 from ..functional.rnn import GATES, check_lengths
+from ..functional.rnn_ln import LAYER_NORM_NAMES
 from ..tensor import Tensor
 from . import init
 from .layers import _empty, _flag, _positive, _probability
@@ -29,10 +32,19 @@ class RNNBase(Module):
     """Stacked, optionally bidirectional recurrent layers of one ``mode`` ('lstm', 'gru',
     'rnn_tanh', 'rnn_relu'). Parameters per layer k and direction (suffix '' or '_reverse'):
     ``weight_ih_l{k}`` (G*H, in), ``weight_hh_l{k}`` (G*H, P), ``bias_ih_l{k}``, ``bias_hh_l{k}``
-    (G*H,), ``weight_hr_l{k}`` (P, H) when proj_size > 0, registered in torch's order."""
+    (G*H,), ``weight_hr_l{k}`` (P, H) when proj_size > 0, registered in torch's order.
+
+    Beyond torch (LSTM and GRU; see ``unet.functional.rnn_ln``): ``layer_norm=True`` (LSTM)
+    adds, after each layer's weights, ``ln_ih_weight_l{k}``, ``ln_ih_bias_l{k}``,
+    ``ln_hh_weight_l{k}``, ``ln_hh_bias_l{k}`` (4H,) and ``ln_c_weight_l{k}``, ``ln_c_bias_l{k}``
+    (H,) (gains init 1, biases 0); ``zoneout=p``: in training each unit of h (and c) keeps its
+    previous value with probability p, masks drawn from unet's generator per layer and
+    direction (h's, then c's, each ``random((T, B, H)) < p``); in evaluation
+    h_t = p h_{t-1} + (1-p) h_t'. Neither works with proj_size."""
 
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None):
+                 dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None,
+                 layer_norm=False, zoneout=0.0):
         super().__init__()
         if mode not in GATES:
             raise ValueError(f"mode: expected one of {tuple(GATES)}, got {mode!r}")
@@ -51,6 +63,17 @@ class RNNBase(Module):
         if proj_size >= hidden_size:
             raise ValueError(f"proj_size: expected less than hidden_size={hidden_size}, got {proj_size}")
         self.proj_size = int(proj_size)
+        self.layer_norm = _flag("layer_norm", layer_norm)
+        self.zoneout = _probability("zoneout", zoneout)
+        if self.layer_norm and mode != "lstm":
+            raise ValueError(f"layer_norm: expected False for {_MODE_NAMES[mode]} (layer normalization exists for "
+                             "LSTM only), got True")
+        if self.zoneout and mode not in ("lstm", "gru"):
+            raise ValueError(f"zoneout: expected 0 for {_MODE_NAMES[mode]} (zoneout exists for LSTM and GRU only), "
+                             f"got {self.zoneout}")
+        if self.proj_size and (self.layer_norm or self.zoneout):
+            raise ValueError(f"proj_size: expected 0 with layer_norm or zoneout (whether the norm and "
+                             f"zoneout act before or after the projection is not settled), got {self.proj_size}")
         if self.dropout > 0 and self.num_layers == 1:
             warnings.warn(f"dropout: applied between stacked layers only, so dropout={self.dropout} with "
                           "num_layers=1 does nothing", stacklevel=3)
@@ -67,6 +90,10 @@ class RNNBase(Module):
                 if self.proj_size:
                     setattr(self, f"weight_hr_l{layer}{suffix}", _empty(self.proj_size, self.hidden_size,
                                                                           dtype=dtype))
+                if self.layer_norm:
+                    for name in LAYER_NORM_NAMES:
+                        size = self.hidden_size if name.startswith("ln_c") else gates
+                        setattr(self, f"{name}_l{layer}{suffix}", _empty(size, dtype=dtype))
         self.reset_parameters()
         if device is not None:
             self.to(device)
@@ -84,10 +111,16 @@ class RNNBase(Module):
         return self.mode == "lstm"
 
     def reset_parameters(self):
-        """torch's init: every weight and bias U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))."""
+        """torch's init: every weight and bias U(-1/sqrt(hidden_size), 1/sqrt(hidden_size));
+        layer-norm gains 1, their biases 0."""
         bound = 1.0 / math.sqrt(self.hidden_size)
-        for p in self.parameters():
-            init.uniform_(p, -bound, bound)
+        for name, p in self.named_parameters():
+            if not name.startswith("ln_"):
+                init.uniform_(p, -bound, bound)
+            elif "_weight_" in name:
+                init.ones_(p)
+            else:
+                init.zeros_(p)
 
     def flatten_parameters(self):
         """Nothing to do (the kernels read the parameters where they are); kept for torch code."""
@@ -174,8 +207,12 @@ class RNNBase(Module):
             outs = []
             for d, suffix in enumerate(self._suffixes):
                 k = layer * self._directions + d
-                y, h, c = F.rnn(self.mode, x, None if h0 is None else h0[k], None if c0 is None else c0[k],
-                                self._weights(layer, suffix), lengths=lengths, reverse=d == 1)
+                state = (None if h0 is None else h0[k], None if c0 is None else c0[k])
+                if self.layer_norm or self.zoneout:
+                    y, h, c = self._normalized_direction(x, *state, layer, suffix, lengths, d == 1)
+                else:  # the plain kernels, untouched
+                    y, h, c = F.rnn(self.mode, x, *state, self._weights(layer, suffix), lengths=lengths,
+                                    reverse=d == 1)
                 outs.append(y)
                 h_n.append(h)
                 c_n.append(c)
@@ -192,13 +229,32 @@ class RNNBase(Module):
             x = x.transpose(0, 1)
         return (x, (h_n, c_n)) if self._has_cell else (x, h_n)
 
+    def _normalized_direction(self, x, h0, c0, layer, suffix, lengths, reverse):
+        """One layer and direction through ``F.rnn_ln``, with this call's zoneout keep factors."""
+        keep_h = keep_c = None
+        if self.zoneout:
+            shape = (x.shape[0], x.shape[1], self.hidden_size)
+            keep_h = self._keep_factors(shape, x)
+            keep_c = self._keep_factors(shape, x) if self._has_cell else None
+        ln = tuple(getattr(self, f"{name}_l{layer}{suffix}") for name in LAYER_NORM_NAMES) \
+            if self.layer_norm else None
+        return F.rnn_ln(self.mode, x, h0, c0, self._weights(layer, suffix), layer_norm=ln,
+                        keep_h=keep_h, keep_c=keep_c, lengths=lengths, reverse=reverse)
+
+    def _keep_factors(self, shape, x):
+        """Training: 0/1 masks, 1 with probability zoneout; evaluation: zoneout everywhere."""
+        if not self.training:
+            return array_module(x.data).full(shape, self.zoneout)
+        return backend.random_state.generator(x.device).random(shape) < self.zoneout
+
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
         if self.proj_size:
             s += f", proj_size={self.proj_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
-        for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0), ("bidirectional", False)):
+        for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0), ("bidirectional", False),
+                              ("layer_norm", False), ("zoneout", 0.0)):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)}"
         return s
@@ -211,9 +267,11 @@ class LSTM(RNNBase):
     ``output, (h_n, c_n) = lstm(x, (h0, c0), lengths=None)``."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None):
+                 dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None,
+                 layer_norm=False, zoneout=0.0):
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, device=device, dtype=dtype)
+                         bidirectional, proj_size, device=device, dtype=dtype, layer_norm=layer_norm,
+                         zoneout=zoneout)
 
 
 class GRU(RNNBase):
@@ -223,9 +281,9 @@ class GRU(RNNBase):
     ``output, h_n = gru(x, h0, lengths=None)``."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, device=None, dtype=None):
+                 dropout=0.0, bidirectional=False, device=None, dtype=None, zoneout=0.0):
         super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, device=device, dtype=dtype)
+                         bidirectional, device=device, dtype=dtype, zoneout=zoneout)
 
 
 class RNN(RNNBase):
