@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from .. import backend as _backend
 from . import env
-from .launch import record_rank
+from .launch import collective_log, record_rank
 
 DEFAULT_TIMEOUT_S = 180.0
+# a rank that failed in a collective waits this long before aborting the job, so the other ranks,
+# told of the failure or failing the same way, can report their own view first
+REPORT_GRACE_S = 1.0
 _group = None
 
 
@@ -39,6 +43,7 @@ def init(backend: str | None = None, timeout: float | None = None):
     if _group.world_size > 1:
         _install_excepthook()
         record_rank(_group.rank)
+        _group.collective_log = collective_log(_group.rank)
     return _group
 
 
@@ -92,6 +97,9 @@ def _install_excepthook():
         previous(kind, value, traceback)
         group = _group
         if group is not None:
+            from .work import DistributedError
+            if issubclass(kind, DistributedError):
+                time.sleep(REPORT_GRACE_S)
             sys.stderr.write(f"unet.distributed: rank {group.rank} of {group.world_size} failed with "
                              f"{kind.__name__}; aborting every rank\n")
             sys.stderr.flush()

@@ -3,10 +3,12 @@
 The MPI launcher starts the processes, places them on the hosts of a hostfile and stops
 them all when one dies. ``launch`` adds one thing: MPICH names a dead process only by its
 PID, so every rank records its PID (``UNET_LAUNCH_DIR``, read by ``init``) and ``launch``
-says which rank that PID was.
+says which rank that PID was; and since the launcher kills the other ranks at once, each rank
+keeps its latest collective in a small memory-mapped file there, which ``launch`` reports.
 """
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import shutil
@@ -63,6 +65,38 @@ def record_rank(rank: int) -> None:
             f.write(str(rank))
 
 
+class CollectiveLog:
+    """This rank's latest collective ("waiting in all_reduce (collective #4)"), written into a
+    memory-mapped file: no system call per collective, and the text survives a SIGKILL."""
+    SIZE = 96
+
+    def __init__(self, path: str):
+        with open(path, "wb+") as f:
+            f.write(b" " * self.SIZE)
+            f.flush()
+            self._map = mmap.mmap(f.fileno(), self.SIZE)
+
+    def note(self, text: str) -> None:
+        self._map[:] = text.encode()[:self.SIZE].ljust(self.SIZE)
+
+
+def collective_log(rank: int) -> CollectiveLog | None:
+    """Under ``launch``: the log ``launch`` reads if the job fails; else None."""
+    directory = os.environ.get(RANKS_DIR_VARIABLE)
+    if not (directory and os.path.isdir(directory)):
+        return None
+    return CollectiveLog(os.path.join(directory, f"rank{rank}.collective"))
+
+
+def _last_collectives(ranks_dir: str, nprocs: int) -> str:
+    found = []
+    for rank in range(nprocs):
+        path = os.path.join(ranks_dir, f"rank{rank}.collective")
+        if os.path.exists(path):
+            found.append(f"rank {rank} {open(path).read().strip() or 'before any collective'}")
+    return "; ".join(found)
+
+
 def launch(nprocs: int, argv: list, hostfile: str | None = None, env: dict | None = None) -> int:
     """Run ``argv`` in ``nprocs`` ranks and wait. The exit status is mpiexec's (non-zero when any
     rank failed); the launcher's output passes through, plus a line naming the rank that died."""
@@ -78,5 +112,5 @@ def launch(nprocs: int, argv: list, hostfile: str | None = None, env: dict | Non
             path = os.path.join(ranks_dir, f"{pid}@{host}")
             rank = open(path).read() if os.path.exists(path) else "?"
             sys.stderr.write(f"unet launch: rank {rank} (pid {pid} on {host}) died first; the launcher "
-                             "stopped the other ranks\n")
+                             f"stopped the other ranks. Last collectives: {_last_collectives(ranks_dir, nprocs)}\n")
         return status
