@@ -1,5 +1,6 @@
-"""Run under mpiexec -n N with argv[1] in raise|kill|hang: rank 1 fails at step 3 of DDP training
-(kill: from a gradient hook, while its first gradient buckets are being all-reduced)."""
+"""Run under mpiexec -n N with argv[1] in raise|kill|hang|hang_late: rank 1 fails at step 3 of DDP
+training (kill: from a gradient hook, while its first gradient buckets are being all-reduced;
+hang_late: rank 2 reaches that step's collectives 2.5 s after rank 0)."""
 import os
 import signal
 import sys
@@ -27,8 +28,10 @@ for step in range(1000):
     if rank == 1 and step == 3:
         if mode == "raise":
             raise ValueError("a bad batch on rank 1")
-        if mode == "hang":
+        if mode.startswith("hang"):
             time.sleep(600)
+    if rank == 2 and step == 3 and mode == "hang_late":
+        time.sleep(2.5)
     loss = F.mse_loss(ddp(unet.randn(16, 8)), unet.randn(16, 1))
     opt.zero_grad()
     loss.backward()

@@ -87,6 +87,14 @@ def test_a_hung_rank_is_named_by_every_other_rank_within_the_timeout():
     assert "DistributedTimeoutError" in output
 
 
+def test_the_rank_that_finds_a_dead_one_tells_the_others_at_once():
+    # rank 2 waits 2.5 s less than rank 0: rank 0's finding reaches it before its own timeout ends
+    output = run_fault("hang_late", timeout_s=3)
+    assert "rank 0: all_reduce" in output and "did not complete within 3 s; rank(s) [1] did not answer" in output
+    assert re.search(r"rank 2: all_reduce \(collective #\d+\) cannot complete: rank\(s\) \[1\] did not "
+                     r"answer rank 0", output), output[-3000:]
+
+
 def test_ranks_that_disagree_are_named_and_inf_on_one_rank_skips_every_step():
     # different collectives, different sizes, different DDP models: errors naming both ranks;
     # GradScaler with and without DDP: the inf step skipped everywhere, equal scales

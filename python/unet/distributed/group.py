@@ -10,9 +10,10 @@ from . import env
 from .launch import collective_log, record_rank
 
 DEFAULT_TIMEOUT_S = 180.0
-# a rank that failed in a collective waits this long before aborting the job, so the other ranks,
-# told of the failure or failing the same way, can report their own view first
-REPORT_GRACE_S = 1.0
+# before aborting the job a failed rank waits for its traceback to pass through the launcher, and
+# longer after a failed collective, so the other ranks (told of it, or failing the same way) can
+# report their own view first
+OUTPUT_GRACE_S, REPORT_GRACE_S = 0.5, 1.0
 _group = None
 
 
@@ -98,11 +99,11 @@ def _install_excepthook():
         group = _group
         if group is not None:
             from .work import DistributedError
-            if issubclass(kind, DistributedError):
-                time.sleep(REPORT_GRACE_S)
             sys.stderr.write(f"unet.distributed: rank {group.rank} of {group.world_size} failed with "
                              f"{kind.__name__}; aborting every rank\n")
             sys.stderr.flush()
+            # the launcher drops output still on its way at the abort: give it time to pass
+            time.sleep(REPORT_GRACE_S if issubclass(kind, DistributedError) else OUTPUT_GRACE_S)
             group.abort()
 
     abort_all_ranks.aborts_unet_ranks = True

@@ -11,11 +11,13 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 
 RANKS_DIR_VARIABLE = "UNET_LAUNCH_DIR"
 
@@ -97,20 +99,64 @@ def _last_collectives(ranks_dir: str, nprocs: int) -> str:
     return "; ".join(found)
 
 
+class _FirstToEnd(threading.Thread):
+    """Watches this host's ranks (through pidfds, as their PIDs appear in the ranks directory) and
+    notes which ended first: MPICH names the first process it noticed, which on a busy machine is
+    often one it killed itself while cleaning up."""
+
+    def __init__(self, ranks_dir: str):
+        super().__init__(daemon=True)
+        self.ranks_dir, self.first = ranks_dir, []  # [(rank, pid)] ended in the first wake-up
+        self.done = threading.Event()
+
+    def run(self):
+        host, watched, poller = socket.gethostname(), {}, select.poll()
+        while not self.done.is_set() and not self.first:
+            for name in os.listdir(self.ranks_dir):
+                pid, _, on = name.partition("@")
+                if on != host or not pid.isdigit() or int(pid) in (p for _, p in watched.values()):
+                    continue
+                try:
+                    fd = os.pidfd_open(int(pid))
+                except ProcessLookupError:  # gone already: its order is unknown
+                    continue
+                watched[fd] = (os.path.join(self.ranks_dir, name), int(pid))
+                poller.register(fd, select.POLLIN)
+            ended = [watched[fd] for fd, _ in poller.poll(20)]
+            self.first = sorted((open(path).read(), pid) for path, pid in ended)
+        for fd in watched:
+            os.close(fd)
+
+
 def launch(nprocs: int, argv: list, hostfile: str | None = None, env: dict | None = None) -> int:
     """Run ``argv`` in ``nprocs`` ranks and wait. The exit status is mpiexec's (non-zero when any
     rank failed); the launcher's output passes through, plus a line naming the rank that died."""
     with tempfile.TemporaryDirectory(prefix="unet-launch-") as ranks_dir:
         command = mpiexec_command(nprocs, argv, hostfile, env={**(env or {}), RANKS_DIR_VARIABLE: ranks_dir})
+        watcher = _FirstToEnd(ranks_dir)
+        if hasattr(os, "pidfd_open"):
+            watcher.start()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, bufsize=1)
         dead = []
         for line in process.stdout:  # MPICH reports "PID <pid> RUNNING AT <host>" on stdout
             sys.stdout.write(line)
             dead += re.findall(r"PID (\d+) RUNNING AT (\S+)", line)
         status = process.wait()
-        for pid, host in dead if status else ():
-            path = os.path.join(ranks_dir, f"{pid}@{host}")
-            rank = open(path).read() if os.path.exists(path) else "?"
-            sys.stderr.write(f"unet launch: rank {rank} (pid {pid} on {host}) died first; the launcher "
-                             f"stopped the other ranks. Last collectives: {_last_collectives(ranks_dir, nprocs)}\n")
+        watcher.done.set()
+        if watcher.is_alive():
+            watcher.join()
+        if status and dead:
+            if watcher.first:
+                host = socket.gethostname()
+                dead = [(pid, host, rank) for rank, pid in watcher.first]
+            else:
+                dead = [(pid, host, _rank_of(ranks_dir, pid, host)) for pid, host in dead]
+            for pid, host, rank in dead:
+                sys.stderr.write(f"unet launch: rank {rank} (pid {pid} on {host}) died first; the launcher "
+                                 f"stopped the other ranks. Last collectives: {_last_collectives(ranks_dir, nprocs)}\n")
         return status
+
+
+def _rank_of(ranks_dir, pid, host) -> str:
+    path = os.path.join(ranks_dir, f"{pid}@{host}")
+    return open(path).read() if os.path.exists(path) else "?"
