@@ -8,6 +8,7 @@ import time
 from .. import backend as _backend
 from . import env
 from .launch import collective_log, record_rank
+from .work import DistributedError
 
 DEFAULT_TIMEOUT_S = 180.0
 # before aborting the job a failed rank waits for its traceback to pass through the launcher, and
@@ -98,7 +99,6 @@ def _install_excepthook():
         previous(kind, value, traceback)
         group = _group
         if group is not None:
-            from .work import DistributedError
             sys.stderr.write(f"unet.distributed: rank {group.rank} of {group.world_size} failed with "
                              f"{kind.__name__}; aborting every rank\n")
             sys.stderr.flush()

@@ -1,10 +1,11 @@
 """``unet launch -n N script.py args``: a thin wrapper over the MPI launcher (mpiexec).
 
 The MPI launcher starts the processes, places them on the hosts of a hostfile and stops
-them all when one dies. ``launch`` adds one thing: MPICH names a dead process only by its
-PID, so every rank records its PID (``UNET_LAUNCH_DIR``, read by ``init``) and ``launch``
-says which rank that PID was; and since the launcher kills the other ranks at once, each rank
-keeps its latest collective in a small memory-mapped file there, which ``launch`` reports.
+them all when one dies. ``launch`` adds the names: MPICH names a dead process only by its
+PID (and not always the one that died first), so every rank records its PID
+(``UNET_LAUNCH_DIR``, read by ``init``), ``launch`` watches which one ended first and says
+which rank that was; and since the launcher kills the other ranks at once, each rank keeps
+its latest collective in a small memory-mapped file there, which ``launch`` reports.
 """
 from __future__ import annotations
 
