@@ -69,6 +69,13 @@ flag = unet.tensor([1.0 if rank == 0 else 0.0])
 assert dist.all_reduce_found_inf(flag).item() == 1.0
 dist.barrier()
 
+# any picklable object, of a different size on each rank
+objects = [None] * world
+dist.all_gather_object(objects, {"rank": rank, "big": 2**100 + rank, "pad": "x" * rank})
+assert objects == [{"rank": r, "big": 2**100 + r, "pad": "x" * r} for r in range(world)]
+with pytest.raises(ValueError, match=f"object_list: expected a list of {world} items"):
+    dist.all_gather_object([], 1)
+
 # bad input names the argument
 with pytest.raises(TypeError, match="tensor: expected a floating-point or integer tensor"):
     dist.all_reduce(unet.tensor([True]))

@@ -1,8 +1,10 @@
 """unet.distributed on CPU: multi-process runs under mpiexec (2 and 4 ranks on however many
 cores there are), the process group alone in this process, the sampler against torch."""
 import os
+import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,25 +14,9 @@ import unet.distributed as dist
 from unet import nn, optim
 import unet.functional as F
 
+from dist_run import HARD_TIMEOUT_S, HERE, assert_ok, run_ranks
+
 pytest.importorskip("mpi4py", reason="the distributed tests need mpi4py and an MPI (the test extra)")
-HERE = os.path.dirname(os.path.abspath(__file__))
-HARD_TIMEOUT_S = 90
-
-
-def run_ranks(nprocs, script, *args, timeout_s=None):
-    """Start ``script`` in ``nprocs`` ranks with `unet launch`; a hard timeout so the suite never hangs."""
-    command = [sys.executable, "-m", "unet", "launch", "-n", str(nprocs)]
-    command += ["--timeout", str(timeout_s)] if timeout_s else []
-    command += [os.path.join(HERE, script), *args]
-    environ = dict(os.environ, OMP_NUM_THREADS="1")  # the ranks import the unet this test imports
-    return subprocess.run(command, capture_output=True, text=True, timeout=HARD_TIMEOUT_S, env=environ)
-
-
-def assert_ok(result, nprocs, word):
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    for r in range(nprocs):
-        assert f"rank {r}: {word} OK" in output, output[-3000:]
 
 
 @pytest.mark.parametrize("nprocs", [2, 4])
@@ -44,27 +30,75 @@ def test_ddp_equals_single_process_training(nprocs):
     assert_ok(run_ranks(nprocs, "dist_worker_ddp.py"), nprocs, "ddp")
 
 
-def _assert_failed_naming_rank1(result, what):
+FAULT_DEADLINE_S = 30  # a failure anywhere ends the whole job within this
+
+
+def run_fault(mode, timeout_s=None):
+    """3 ranks, rank 1 fails; the job must end non-zero within 30 s and leave no rank behind."""
+    started = time.monotonic()
+    result = run_ranks(3, "dist_worker_fault.py", mode, timeout_s=timeout_s)
+    elapsed = time.monotonic() - started
     output = result.stdout + result.stderr
-    assert result.returncode != 0, output[-3000:]
-    assert what in output, output[-3000:]
-    assert "finished 1000 steps" not in output
+    assert result.returncode != 0 and "finished 1000 steps" not in output, output[-3000:]
+    assert elapsed < FAULT_DEADLINE_S, f"the job took {elapsed:.1f} s to end"
+    pids = {int(rank): int(pid) for rank, pid in re.findall(r"rank (\d) pid (\d+)", output)}
+    assert sorted(pids) == [0, 1, 2], output[-3000:]
+    assert_no_process_left(pids.values())
+    return output
 
 
-def test_a_rank_that_raises_aborts_every_rank():
-    result = run_ranks(2, "dist_worker_fault.py", "raise")
-    _assert_failed_naming_rank1(result, "rank 1 of 2 failed with ValueError; aborting every rank")
+def assert_no_process_left(pids, within_s=5.0):
+    """No rank is still running (a zombie waiting for its reaper is gone for good)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        alive = [pid for pid in pids if _running(pid)]
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert not alive, f"orphan worker processes left: {alive}"
 
 
-def test_a_killed_rank_stops_the_others_and_is_named():
-    result = run_ranks(2, "dist_worker_fault.py", "kill")
-    _assert_failed_naming_rank1(result, "unet launch: rank 1 (pid")
+def _running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
-def test_a_hung_rank_is_named_by_the_others_within_the_timeout():
-    result = run_ranks(3, "dist_worker_fault.py", "hang", timeout_s=3)
-    _assert_failed_naming_rank1(result, "rank(s) [1] did not answer")
-    assert "DistributedTimeoutError" in result.stderr
+def test_a_rank_that_raises_ends_the_job_with_its_traceback():
+    output = run_fault("raise")
+    assert "Traceback (most recent call last)" in output and "ValueError: a bad batch on rank 1" in output
+    assert "rank 1 of 3 failed with ValueError; aborting every rank" in output
+
+
+def test_a_rank_killed_inside_an_all_reduce_is_named_with_every_ranks_collective():
+    output = run_fault("kill")
+    assert "unet launch: rank 1 (pid" in output and "died first" in output, output[-3000:]
+    for survivor in (0, 2):  # the launcher stops them at once; their collective is on record
+        assert re.search(rf"rank {survivor} waiting in all_reduce \(collective #\d+\)", output), output[-3000:]
+
+
+def test_a_hung_rank_is_named_by_every_other_rank_within_the_timeout():
+    output = run_fault("hang", timeout_s=3)
+    for survivor in (0, 2):
+        assert re.search(rf"rank {survivor}: all_reduce \(collective #\d+\) (did not complete within 3 s;|"
+                         r"cannot complete:) rank\(s\) \[1\] did not answer", output), output[-3000:]
+    assert "DistributedTimeoutError" in output
+
+
+def test_the_rank_that_finds_a_dead_one_tells_the_others_at_once():
+    # rank 2 waits 2.5 s less than rank 0: rank 0's finding reaches it before its own timeout ends
+    output = run_fault("hang_late", timeout_s=3)
+    assert "rank 0: all_reduce" in output and "did not complete within 3 s; rank(s) [1] did not answer" in output
+    assert re.search(r"rank 2: all_reduce \(collective #\d+\) cannot complete: rank\(s\) \[1\] did not "
+                     r"answer rank 0", output), output[-3000:]
+
+
+def test_ranks_that_disagree_are_named_and_inf_on_one_rank_skips_every_step():
+    # different collectives, different sizes, different DDP models: errors naming both ranks;
+    # GradScaler with and without DDP: the inf step skipped everywhere, equal scales
+    assert_ok(run_ranks(3, "dist_worker_mismatch.py"), 3, "mismatch")
 
 
 # ---------------------------------------------------------------- alone in this process

@@ -22,6 +22,10 @@ holds inf or NaN it changes nothing and returns True; otherwise it updates exact
 gradients untouched (still scaled). ``step`` uses it when the optimizer has it and
 ``unscale_`` was not called for that optimizer in this iteration; otherwise it unscales
 the gradients in place and calls ``optimizer.step()`` unless one was not finite.
+
+In a ``unet.distributed`` process group of several ranks the inf/NaN check is made to agree
+(a max over the ranks) before any rank steps, so every rank skips the same steps and the
+scales stay equal; the fused ``step_scaled`` is not used there, as it decides alone.
 """
 from __future__ import annotations
 
@@ -99,7 +103,8 @@ class GradScaler:
                 g.data *= xp.asarray(inv_scale, dtype=g.dtype)
                 g._bump()
         # one read-back per device (the check stays on the GPU until here)
-        state["found_inf"] = any(bool(array_module(f[0]).stack(f).any()) for f in flags.values())
+        found_inf = any(bool(array_module(f[0]).stack(f).any()) for f in flags.values())
+        state["found_inf"] = _agreed_across_ranks(found_inf)
         state["stage"] = UNSCALED
 
     def step(self, optimizer, *args, **kwargs):
@@ -114,7 +119,9 @@ class GradScaler:
         if state["stage"] == STEPPED:
             raise RuntimeError("step() has already been called since the last update()")
         result = None
-        if state["stage"] == READY and callable(getattr(optimizer, "step_scaled", None)):
+        # the fused step decides alone; across ranks the decision must be agreed before stepping
+        fused = callable(getattr(optimizer, "step_scaled", None)) and not _distributed()
+        if state["stage"] == READY and fused:
             state["found_inf"] = bool(optimizer.step_scaled(float(self._scale)))
         else:
             if state["stage"] == READY:
@@ -220,6 +227,20 @@ class GradScaler:
         if not hasattr(optimizer, "param_groups"):
             raise TypeError(f"optimizer: expected an optimizer with param_groups, got {type(optimizer).__name__}")
         return self._optimizers.setdefault(id(optimizer), {"stage": READY, "found_inf": None})
+
+
+def _distributed() -> bool:
+    from .. import distributed
+    return distributed.is_initialized() and distributed.get_world_size() > 1
+
+
+def _agreed_across_ranks(found_inf: bool) -> bool:
+    """In a process group: True on every rank when any rank found inf/NaN, so all skip together
+    (their gradients may differ: no_sync accumulation, or no DistributedDataParallel at all)."""
+    if not _distributed():
+        return found_inf
+    from ..distributed import all_reduce_found_inf
+    return all_reduce_found_inf(found_inf)
 
 
 def _gradients(optimizer) -> list:

@@ -7,8 +7,8 @@
 
 Launch with ``mpirun -n 4 python train.py`` or ``unet launch -n 4 train.py``.
 """
-from .collectives import (ReduceOp, all_gather, all_reduce, all_reduce_found_inf, barrier, broadcast,
-                          reduce_scatter)
+from .collectives import (ReduceOp, all_gather, all_gather_object, all_reduce, all_reduce_found_inf, barrier,
+                          broadcast, reduce_scatter)
 from .ddp import DistributedDataParallel
 from .group import (destroy, get_backend, get_local_rank, get_rank, get_world_size, init,
                     is_initialized)
@@ -23,7 +23,7 @@ destroy_process_group = destroy
 __all__ = [
     "init", "init_process_group", "destroy", "destroy_process_group", "is_initialized", "get_rank",
     "get_world_size", "get_local_rank", "get_backend", "ReduceOp", "all_reduce", "broadcast",
-    "all_gather", "reduce_scatter", "barrier", "all_reduce_found_inf", "DistributedDataParallel",
+    "all_gather", "all_gather_object", "reduce_scatter", "barrier", "all_reduce_found_inf", "DistributedDataParallel",
     "DistributedSampler", "launch", "mpiexec_command", "DistributedError", "DistributedTimeoutError",
     "Work",
 ]

@@ -6,6 +6,8 @@ when ``async_op=True``, else waits (against the group's timeout) and returns Non
 """
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 
 from ..backend import array_module, is_floating
@@ -125,6 +127,29 @@ def reduce_scatter(output, input_list, op=ReduceOp.SUM, async_op=False):
     backend_op, scale = _reduce(group, buf, op)
     work = group.reduce_scatter(buf, stacked, backend_op).then(scale).then(copy_back).then(output._bump)
     return _finish(work, async_op)
+
+
+def all_gather_object(object_list, obj):
+    """``object_list[r]`` = rank r's ``obj`` (any picklable object), on every rank (torch's name).
+
+    Two all-gathers: the pickles' lengths, then the pickles padded to the longest. Pickle runs
+    code when loaded: use it only between the ranks of one job.
+    """
+    group = _group_module.current()
+    if not isinstance(object_list, list) or len(object_list) != group.world_size:
+        raise ValueError(f"object_list: expected a list of {group.world_size} items (one per rank), got "
+                         f"{type(object_list).__name__} of length "
+                         f"{len(object_list) if hasattr(object_list, '__len__') else '?'}")
+    payload = np.frombuffer(pickle.dumps(obj), np.uint8).astype(np.int32)
+    sizes = [Tensor(np.zeros(1, np.int64), device=group.device_type) for _ in range(group.world_size)]
+    all_gather(sizes, Tensor(np.array([payload.size], np.int64), device=group.device_type))
+    sizes = [int(s.item()) for s in sizes]
+    padded = np.zeros(max(sizes), np.int32)
+    padded[:payload.size] = payload
+    gathered = [Tensor(np.zeros_like(padded), device=group.device_type) for _ in range(group.world_size)]
+    all_gather(gathered, Tensor(padded, device=group.device_type))
+    for r, (size, t) in enumerate(zip(sizes, gathered)):
+        object_list[r] = pickle.loads(t.cpu().numpy()[:size].astype(np.uint8).tobytes())
 
 
 def barrier(async_op=False):

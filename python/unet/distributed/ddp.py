@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import zlib
 
 import numpy as np
 
@@ -10,7 +11,7 @@ from ..backend import array_module
 from ..nn.module import Module
 from ..tensor import Tensor
 from . import group as _group_module
-from .collectives import all_reduce, broadcast
+from .collectives import all_gather, all_reduce, broadcast
 
 
 class _Bucket:
@@ -76,16 +77,19 @@ class DistributedDataParallel(Module):
     # ------------------------------------------------------------ wrap time
     @staticmethod
     def _check_same_model(group, params):
-        """Every rank must wrap the same parameter list, or buckets would pair unrelated tensors."""
-        mine = np.array([len(params), sum(p.numel() for p in params)], np.float64)
-        extremes = Tensor(np.concatenate([mine, -mine]), device=params[0].device)
-        all_reduce(extremes, "max")
-        values = extremes.cpu().numpy()
-        highest, lowest = values[:2], -values[2:]
-        if not (np.array_equal(highest, mine) and np.array_equal(lowest, mine)):
-            raise ValueError(f"module: the ranks wrap different models (rank {group.rank}: {int(mine[0])} "
-                             f"parameters, {int(mine[1])} elements; over the ranks {int(lowest[0])}-"
-                             f"{int(highest[0])} parameters, {int(lowest[1])}-{int(highest[1])} elements)")
+        """Every rank must wrap the same parameter list, or buckets would pair unrelated tensors:
+        the ranks swap (count, elements, a checksum of the shapes and dtypes) and compare."""
+        layout = repr([(tuple(p.shape), str(p.dtype)) for p in params]).encode()
+        mine = np.array([len(params), sum(p.numel() for p in params), zlib.crc32(layout)], np.int64)
+        rows = [Tensor(np.zeros_like(mine), device=params[0].device) for _ in range(group.world_size)]
+        all_gather(rows, Tensor(mine, device=params[0].device))
+        rows = [row.cpu().numpy() for row in rows]
+        other = next((r for r in range(group.world_size) if not np.array_equal(rows[r], rows[0])), None)
+        if other is not None:
+            def describe(r):
+                return f"rank {r}: {rows[r][0]} parameters, {rows[r][1]} elements, layout checksum {rows[r][2]}"
+            raise ValueError(f"module: the ranks wrap different models ({describe(0)}; {describe(other)}); "
+                             f"this rank ({group.rank}) has shapes {[tuple(p.shape) for p in params][:20]}")
 
     def _broadcast_state(self, group, buffers_only=False):
         tensors = [] if buffers_only else [p for p in self.module.parameters()]

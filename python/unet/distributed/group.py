@@ -3,12 +3,18 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from .. import backend as _backend
 from . import env
-from .launch import record_rank
+from .launch import collective_log, record_rank
+from .work import DistributedError
 
 DEFAULT_TIMEOUT_S = 180.0
+# before aborting the job a failed rank waits for its traceback to pass through the launcher, and
+# longer after a failed collective, so the other ranks (told of it, or failing the same way) can
+# report their own view first
+OUTPUT_GRACE_S, REPORT_GRACE_S = 0.5, 1.0
 _group = None
 
 
@@ -39,6 +45,7 @@ def init(backend: str | None = None, timeout: float | None = None):
     if _group.world_size > 1:
         _install_excepthook()
         record_rank(_group.rank)
+        _group.collective_log = collective_log(_group.rank)
     return _group
 
 
@@ -95,6 +102,8 @@ def _install_excepthook():
             sys.stderr.write(f"unet.distributed: rank {group.rank} of {group.world_size} failed with "
                              f"{kind.__name__}; aborting every rank\n")
             sys.stderr.flush()
+            # the launcher drops output still on its way at the abort: give it time to pass
+            time.sleep(REPORT_GRACE_S if issubclass(kind, DistributedError) else OUTPUT_GRACE_S)
             group.abort()
 
     abort_all_ranks.aborts_unet_ranks = True

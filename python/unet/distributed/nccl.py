@@ -76,10 +76,10 @@ class NCCLBackend:
     def barrier(self):
         return self.all_reduce(self.cupy.zeros(1, np.float32), "sum")
 
-    def serve_while_waiting(self):
+    def serve_while_waiting(self, work):
         self.comm.check_async_error()
         if self.mpi is not None:
-            self.mpi.serve_while_waiting()
+            self.mpi.serve_while_waiting(work)
 
     def diagnose(self, work, limit) -> str:
         self.comm.abort()  # NCCL kernels stuck on a dead peer never return otherwise

@@ -27,7 +27,10 @@ caller passes as ``extra`` (encoders, options).
 Everything that decides the next update is in it, so training N epochs in one
 go and training k, stopping, loading and training the rest give bitwise equal
 parameters (on one device with deterministic kernels; on a GPU, dropout draws from CuPy's
-generator, whose state ``unet.backend.random_state`` does not save yet). Ctrl-C during ``fit``
+generator, whose state ``unet.backend.random_state`` does not save yet). Under
+``unet.distributed`` every rank must run ``fit`` (pass ``checkpoint`` only where it is
+written): the checkpoint holds each rank's random state and running epoch loss, and a resume
+with the same number of ranks gives each its own; ``train_loss`` is the mean over the ranks. Ctrl-C during ``fit``
 finishes the running step, saves that consistent state and raises
 ``TrainingInterrupted``; a second Ctrl-C stops at once.
 """
@@ -221,8 +224,7 @@ class Trainer:
         with self._sigint_deferred():
             while self.epoch < epochs:
                 self._train_epoch(train_loader, epochs, checkpoint, extra)
-                metrics = {"epoch": self.epoch, "step": self.step,
-                           "train_loss": self._epoch_loss[0] / max(self._epoch_loss[1], 1),
+                metrics = {"epoch": self.epoch, "step": self.step, "train_loss": self._train_loss(),
                            "lr": float(self.optimizer.param_groups[0]["lr"])}
                 self._epoch_loss = [0.0, 0]
                 if valid_loader is not None:
@@ -232,8 +234,7 @@ class Trainer:
                     if isinstance(more, dict):
                         metrics.update(more)
                 self.history.append(metrics)
-                if checkpoint is not None:
-                    self.save(checkpoint, extra)
+                self._checkpoint(checkpoint, extra)
                 self._stop_if_interrupted(checkpoint, extra)
         return self.history
 
@@ -318,8 +319,7 @@ class Trainer:
             return
         self._interrupted = False
         self._read_losses()
-        if path is not None:
-            self.save(path, extra)
+        self._checkpoint(path, extra)
         raise TrainingInterrupted(path)
 
     # ------------------------------------------------------------ state
@@ -370,10 +370,11 @@ class Trainer:
             self.scheduler.load_state_dict(saved["state"])
         if state.get("scaler"):  # {} from a disabled scaler; absent before mixed precision
             self.scaler.load_state_dict(state["scaler"])
-        backend.random_state.set_state(state["rng"])
         progress = state["trainer"]
+        own = _own_progress(state)
+        backend.random_state.set_state(own["rng"])
         self.epoch, self.step = int(progress["epoch"]), int(progress["step"])
-        self._epoch_loss = [float(progress["epoch_loss"][0]), int(progress["epoch_loss"][1])]
+        self._epoch_loss = [float(own["epoch_loss"][0]), int(own["epoch_loss"][1])]
         self._pending = []
         self.history = list(progress["history"])
         self._data_state = state.get("data")
@@ -382,8 +383,31 @@ class Trainer:
 
     def save(self, path, extra=None) -> None:
         """Write ``state_dict()`` plus ``extra`` (JSON-able values and arrays) atomically to ``path``."""
+        self._write(path, extra)
+
+    def _checkpoint(self, path, extra):
+        """``fit``'s save points, which every rank of a process group reaches (``path`` None on the
+        ranks that do not write): the ranks' random states and running epoch losses differ
+        (dropout and losses on different shards), so all of them go into the checkpoint and each
+        rank resumes with its own."""
+        self._read_losses()
+        ranks = _every_rank(self._own_progress())
+        if path is not None:
+            self._write(path, extra, ranks)
+
+    def _own_progress(self) -> dict:
+        return {"rng": backend.random_state.get_state(), "epoch_loss": list(self._epoch_loss)}
+
+    def _train_loss(self) -> float:
+        """The running epoch's mean training loss, over every rank of a process group."""
+        sums = _every_rank(self._epoch_loss) or [self._epoch_loss]
+        return sum(total for total, _ in sums) / max(sum(count for _, count in sums), 1)
+
+    def _write(self, path, extra, ranks=None):
         state = self.state_dict()
         state["extra"] = extra
+        if ranks is not None:
+            state["ranks"] = ranks
         checkpoint.save(state, path)
 
     @classmethod
@@ -425,6 +449,30 @@ class Trainer:
 
 
 # ---------------------------------------------------------------- checkpoints
+
+def _process_group():
+    from .. import distributed
+    return distributed if distributed.is_initialized() and distributed.get_world_size() > 1 else None
+
+
+def _every_rank(value):
+    """Every rank's ``value``, in rank order (None outside a process group of several ranks)."""
+    group = _process_group()
+    if group is None:
+        return None
+    values = [None] * group.get_world_size()
+    group.all_gather_object(values, value)
+    return values
+
+
+def _own_progress(state: dict) -> dict:
+    """This rank's random state and running epoch loss: its own where the checkpoint has one per
+    rank of a group this size, else the saved ones (the writer's)."""
+    per_rank, group = state.get("ranks"), _process_group()
+    if per_rank and group is not None and len(per_rank) == group.get_world_size():
+        return per_rank[group.get_rank()]
+    return {"rng": state["rng"], "epoch_loss": state["trainer"]["epoch_loss"]}
+
 
 def read_checkpoint(path) -> dict:
     """The structure of a trainer checkpoint, checked to be one."""
