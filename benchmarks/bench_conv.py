@@ -23,7 +23,7 @@ import sys
 import time
 
 import numpy as np
-from harness import machine_info, make_parser, median_time, parse_args, peer_cells, peer_header, write_report
+from harness import device_sync, machine_info, make_parser, median_time, parse_args, peer_cells, peer_header, write_report
 
 import unet
 from unet import nn
@@ -104,13 +104,7 @@ def candidates(shape, dtype, device, rng):
         xt_grad.grad = None
         theirs(xt_grad).backward(gt)
 
-    sync = None
-    if device == "cuda":
-        import cupy as cp
-
-        def sync():
-            cp.cuda.get_current_stream().synchronize()
-            torch.cuda.synchronize()
+    sync = device_sync(device)
 
     return {"fwd": {"unet": unet_fwd, "torch": torch_fwd},
             "fwd+bwd": {"unet": unet_train, "torch": torch_train}}, sync

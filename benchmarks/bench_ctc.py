@@ -19,7 +19,7 @@ import os
 import sys
 
 import numpy as np
-from harness import machine_info, make_parser, median_time, parse_args, peer_cells, peer_header, write_report
+from harness import device_sync, machine_info, make_parser, median_time, parse_args, peer_cells, peer_header, write_report
 
 import unet
 import unet.functional as F
@@ -62,13 +62,7 @@ def candidates(log_probs, targets, input_lengths, target_lengths, device):
         lp_t.grad = None
         torch.nn.functional.ctc_loss(lp_t, tg_t, il_t, tl_t, reduction="sum").backward()
 
-    sync = None
-    if device == "cuda":
-        import cupy as cp
-
-        def sync():
-            cp.cuda.get_current_stream().synchronize()
-            torch.cuda.synchronize()
+    sync = device_sync(device)
 
     return {"fwd": {"unet": unet_fwd, "torch": torch_fwd},
             "fwd+bwd": {"unet": unet_train, "torch": torch_train}}, sync

@@ -21,7 +21,7 @@ import os
 import sys
 
 import numpy as np
-from harness import machine_info, make_parser, median_time, parse_args, peer_cells, peer_header, write_report
+from harness import device_sync, machine_info, make_parser, median_time, parse_args, peer_cells, peer_header, write_report
 
 import unet
 from unet import nn, optim
@@ -68,13 +68,7 @@ def candidates(model_name, opt_name, dtype, device, rng):
             fns[name] = getattr(torch.optim, torch_name)(params, **options, **flags).step
         except (RuntimeError, ValueError) as e:  # e.g. no fused kernel for this dtype/device
             print(f"# {name} unavailable: {e}", file=sys.stderr)
-    sync = None
-    if device == "cuda":
-        import cupy as cp
-
-        def sync():
-            cp.cuda.get_current_stream().synchronize()
-            torch.cuda.synchronize()
+    sync = device_sync(device)
 
     return fns, sync, sum(v.size for v in values), len(values)
 

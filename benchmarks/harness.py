@@ -43,6 +43,20 @@ def median_time(fn, repeats, warmup, sync=None, clock=time.perf_counter):
     return float(np.median(times))
 
 
+def device_sync(device):
+    """For median_time's ``sync`` on a GPU: waits for CuPy's current stream and torch's work."""
+    if device != "cuda":
+        return None
+    import cupy as cp
+    import torch
+
+    def sync():
+        cp.cuda.get_current_stream().synchronize()
+        torch.cuda.synchronize()
+
+    return sync
+
+
 def cuda_median_time(cp, fn, repeats, warmup):
     """Median over CUDA events around each call on the current stream."""
     for _ in range(warmup):

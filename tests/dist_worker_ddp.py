@@ -1,5 +1,4 @@
 """Run under mpiexec -n N: DistributedDataParallel against single-process training."""
-import copy
 
 import numpy as np
 import pytest

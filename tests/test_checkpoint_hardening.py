@@ -1,7 +1,6 @@
 """Checkpoints under attack: hostile files never run code or crash, and a killed save loses nothing."""
 import hashlib
 import json
-import os
 import pickle
 import random
 import signal
@@ -14,7 +13,6 @@ import time
 import numpy as np
 import pytest
 
-import unet
 from unet import checkpoint, nn
 
 

@@ -1,7 +1,6 @@
 """Convolution layers and functions against torch.nn on copied weights (outputs and the
 gradients of input, weight and bias), gradcheck in float64, thread-count independence,
 and the Python-side argument checks."""
-import hashlib
 import os
 import subprocess
 import sys

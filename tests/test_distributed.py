@@ -14,7 +14,7 @@ import unet.distributed as dist
 from unet import nn, optim
 import unet.functional as F
 
-from dist_run import HARD_TIMEOUT_S, HERE, assert_ok, run_ranks
+from dist_run import HARD_TIMEOUT_S, assert_ok, run_ranks
 
 pytest.importorskip("mpi4py", reason="the distributed tests need mpi4py and an MPI (the test extra)")
 
