@@ -97,35 +97,8 @@ UNET_ALWAYS_INLINE void normalize_backward(const T* dy, const T* gamma, const T*
   for (int64_t j = 0; j < n; ++j) da[j] = rstd * (dy[j] * gamma[j] - s1 - xhat[j] * s2);
 }
 
-// The step -> row map and the workspace planes of one call.
 template <typename T>
-struct Layer {
-  int64_t steps, B, I, H, GH, TB;
-  bool lstm, ln, reverse;
-  const int64_t* lengths;
-  T *gates, *hprev, *aux, *cprev, *xih, *xhh, *xc, *rstd;
-
-  Layer(const RnnForwardArgs<T>& a, const RnnLnArgs<T>& e)
-      : steps(a.steps), B(a.batch), I(a.input_size), H(a.hidden_size),
-        GH(rnn_gate_count(a.mode) * a.hidden_size), TB(a.steps * a.batch),
-        lstm(a.mode == RnnMode::LSTM), ln(e.ln_ih_weight != nullptr), reverse(a.reverse),
-        lengths(a.lengths) {
-    gates = a.workspace;
-    hprev = gates + TB * GH;
-    aux = hprev + TB * H;
-    cprev = aux + TB * H;  // LSTM only
-    xih = cprev + TB * H;  // layer norm only, from here on
-    xhh = xih + TB * GH;
-    xc = xhh + TB * GH;
-    rstd = xc + TB * H;
-  }
-  int64_t length(int64_t b) const { return lengths ? lengths[b] : steps; }
-  // Row index (t * B + b) of sequence b at step s.
-  int64_t row(int64_t s, int64_t b) const {
-    const int64_t L = length(b);
-    return (reverse && s < L ? L - 1 - s : s) * B + b;
-  }
-};
+using Layer = RnnLnLayout<T>;
 
 // Zoneout: the new value where keep == 0, the old where 1, the blend in between.
 template <typename T>

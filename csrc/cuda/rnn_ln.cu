@@ -28,38 +28,8 @@ using gemm::Operand;
 
 constexpr int kThreads = 256;
 
-// The step -> row map and the workspace planes (as cpu/rnn_ln.cpp's Layer).
 template <typename T>
-struct Layer {
-  int64_t steps, B, I, H, GH, TB;
-  bool lstm, ln, reverse;
-  const int64_t* lengths;
-  T *gates, *hprev, *aux, *cprev, *xih, *xhh, *xc, *rstd;
-
-  Layer(const RnnForwardArgs<T>& a, const RnnLnArgs<T>& e)
-      : steps(a.steps), B(a.batch), I(a.input_size), H(a.hidden_size),
-        GH(rnn_gate_count(a.mode) * a.hidden_size), TB(a.steps * a.batch),
-        lstm(a.mode == RnnMode::LSTM), ln(e.ln_ih_weight != nullptr), reverse(a.reverse),
-        lengths(a.lengths) {
-    gates = a.workspace;
-    hprev = gates + TB * GH;
-    aux = hprev + TB * H;
-    cprev = aux + TB * H;
-    xih = cprev + TB * H;
-    xhh = xih + TB * GH;
-    xc = xhh + TB * GH;
-    rstd = xc + TB * H;
-  }
-  // Clamped to [0, T]: CUDA lengths are not checked on the host by the binding.
-  __device__ int64_t length(int64_t b) const {
-    const int64_t L = lengths ? lengths[b] : steps;
-    return L < 0 ? 0 : (L > steps ? steps : L);
-  }
-  __device__ int64_t row(int64_t s, int64_t b) const {
-    const int64_t L = length(b);
-    return (reverse && s < L ? L - 1 - s : s) * B + b;
-  }
-};
+using Layer = RnnLnLayout<T>;
 
 template <typename T>
 struct Grads {

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 
+#include "unet/activations.h"
 #include "unet/rnn.h"
 
 namespace unet {
@@ -56,6 +57,42 @@ struct RnnLnGrads {
 };
 
 // mode: LSTM or GRU; fwd.w_hr must be null (P == H). Layer norm needs LSTM.
+// The step -> row map and the workspace planes of one call, shared by cpu/rnn_ln.cpp and
+// cuda/rnn_ln.cu. Planes: gates, hprev, aux, cprev (LSTM), then with layer norm xih, xhh
+// (the normalised products), xc (the normalised cell) and rstd.
+template <typename T>
+struct RnnLnLayout {
+  int64_t steps, B, I, H, GH, TB;
+  bool lstm, ln, reverse;
+  const int64_t* lengths;
+  T *gates, *hprev, *aux, *cprev, *xih, *xhh, *xc, *rstd;
+
+  RnnLnLayout(const RnnForwardArgs<T>& a, const RnnLnArgs<T>& e)
+      : steps(a.steps), B(a.batch), I(a.input_size), H(a.hidden_size),
+        GH(rnn_gate_count(a.mode) * a.hidden_size), TB(a.steps * a.batch),
+        lstm(a.mode == RnnMode::LSTM), ln(e.ln_ih_weight != nullptr), reverse(a.reverse),
+        lengths(a.lengths) {
+    gates = a.workspace;
+    hprev = gates + TB * GH;
+    aux = hprev + TB * H;
+    cprev = aux + TB * H;
+    xih = cprev + TB * H;
+    xhh = xih + TB * GH;
+    xc = xhh + TB * GH;
+    rstd = xc + TB * H;
+  }
+  // Clamped to [0, T]: on a GPU the binding cannot check lengths in device memory.
+  UNET_HD int64_t length(int64_t b) const {
+    const int64_t L = lengths ? lengths[b] : steps;
+    return L < 0 ? 0 : (L > steps ? steps : L);
+  }
+  // Row index (t * B + b) of sequence b at step s.
+  UNET_HD int64_t row(int64_t s, int64_t b) const {
+    const int64_t L = length(b);
+    return (reverse && s < L ? L - 1 - s : s) * B + b;
+  }
+};
+
 namespace cpu {
 template <typename T>
 void rnn_ln_forward(const RnnForwardArgs<T>& fwd, const RnnLnArgs<T>& ext);
