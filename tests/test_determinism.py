@@ -1,4 +1,5 @@
-"""Determinism: the same seed gives bitwise the same training in two fresh processes."""
+"""Determinism: the same seed gives bitwise the same training (embedding, conv, LSTM, dropout)
+in two fresh processes."""
 import json
 import subprocess
 import sys
@@ -22,12 +23,14 @@ TRAIN = textwrap.dedent("""
         def __init__(self):
             super().__init__()
             self.embed = nn.Embedding(50, 16)
+            self.conv = nn.Conv1d(16, 16, kernel_size=3, padding=1, activation="relu")
             self.lstm = nn.LSTM(16, 32, num_layers=2, dropout=0.3, batch_first=True)
             self.drop = nn.Dropout(0.2)
             self.out = nn.Linear(32, 5)
 
         def forward(self, ids):
-            y, _ = self.lstm(self.embed(ids))
+            x = self.conv(self.embed(ids).transpose(1, 2)).transpose(1, 2)  # convolve over time
+            y, _ = self.lstm(x)
             return self.out(self.drop(y[:, -1]))
 
     model = Model()
