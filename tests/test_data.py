@@ -256,8 +256,10 @@ def test_encoder_never_crashes_on_a_str(kind):
 def test_invalid_utf8_bom_crlf_and_empty_lines(tmp_path):
     path = tmp_path / "lines.txt"
     path.write_bytes(b"\xef\xbb\xbffirst\r\n\r\nbad \xff\xfe byte\n   \nlast")
-    assert TextLineDataset(path).texts == ["first", "bad \ufffd\ufffd byte", "last"]
-    kept = TextLineDataset(path, skip_empty=False).texts
+    with pytest.warns(UnicodeWarning, match="2 invalid UTF-8"):
+        assert TextLineDataset(path).texts == ["first", "bad \ufffd\ufffd byte", "last"]
+    with pytest.warns(UnicodeWarning):
+        kept = TextLineDataset(path, skip_empty=False).texts
     assert kept == ["first", "", "bad \ufffd\ufffd byte", "   ", "last"]
     assert TextLineDataset.from_lines(["a", "", "b"]).texts == ["a", "b"]
 
