@@ -19,11 +19,11 @@ and times the process's CPU seconds (what each spends computing, not waiting for
 """
 import csv
 import os
-import sys
 import time
 
 import numpy as np
-from harness import device_sync, machine_info, make_parser, median_time, parse_args, peer_cells, peer_header, write_report
+from harness import (add_cpu_time_option, clock_for, device_sync, machine_info, make_parser,
+                     median_time, parse_args, peer_cells, peer_header, require_torch, write_report)
 
 import unet
 from unet import nn
@@ -156,23 +156,10 @@ def main(argv=None):
     parser = make_parser(__doc__, repeats=5, warmup=2)
     parser.add_argument("--full", action="store_true", default=bool(os.environ.get("UNET_BENCH_FULL")),
                         help="every DeepBench row and more text-CNN shapes (or set UNET_BENCH_FULL=1)")
-    parser.add_argument("--cpu-time", action="store_true",
-                        help="one thread each, timed in process CPU seconds (for shared machines; CPU only)")
+    add_cpu_time_option(parser)
     args = parse_args(parser, argv)
-    clock = time.perf_counter
-    if args.cpu_time:
-        if args.device != "cpu":
-            sys.exit("bench_conv: --cpu-time times the CPU only")
-        if os.environ.get("OMP_NUM_THREADS") != "1":  # OpenMP reads it at start-up: run again with it
-            os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, OMP_NUM_THREADS="1"))
-        import torch
-
-        torch.set_num_threads(1)
-        clock = time.process_time
-    try:
-        import torch  # noqa: F401  (the peer; a test dependency, never a library one)
-    except ImportError:
-        sys.exit("bench_conv: needs torch (pip install 'unet[test]') for the peer timings")
+    clock = clock_for(args, "bench_conv")
+    require_torch("bench_conv")
     full = args.full or args.device == "cuda"
     results = run(args.device, args.dtype, args.repeats, args.warmup,
                   deepbench_shapes(full) + text_cnn_shapes(full), clock)

@@ -16,10 +16,10 @@ Shapes are speech-sized: T = 150-500 frames, N = 16-64 utterances, C = 29 (chara
 machine are meaningless (or set OMP_WAIT_POLICY=passive, or OMP_NUM_THREADS=1 for both).
 """
 import os
-import sys
 
 import numpy as np
-from harness import device_sync, machine_info, make_parser, median_time, parse_args, peer_cells, peer_header, write_report
+from harness import (device_sync, machine_info, make_parser, median_time, parse_args, peer_cells,
+                     peer_header, require_torch, write_report)
 
 import unet
 import unet.functional as F
@@ -92,10 +92,7 @@ def print_row(r, header=False):
 def main(argv=None):
     parser = make_parser(__doc__, repeats=7, warmup=2)
     args = parse_args(parser, argv)
-    try:
-        import torch  # noqa: F401  (the peer; a test dependency, never a library one)
-    except ImportError:
-        sys.exit("bench_ctc: needs torch (pip install 'unet[test]') for the peer timings")
+    require_torch("bench_ctc")
 
     results = run(args.device, args.dtype, args.repeats, args.warmup)
     print("ratio = unet time / torch time (below 1: unet faster)")

@@ -19,7 +19,8 @@ import os
 import sys
 
 import numpy as np
-from harness import machine_info, make_parser, median_time, parse_args, peer_cells, peer_header, write_report
+from harness import (machine_info, make_parser, median_time, parse_args, peer_cells, peer_header,
+                     require_torch, write_report)
 
 import unet
 from unet import nn
@@ -122,10 +123,7 @@ def main(argv=None):
     args = parse_args(parser, argv)
     if args.device != "cpu":
         sys.exit("bench_ln_lstm: the layer-norm/zoneout kernel runs on the CPU only so far")
-    try:
-        import torch  # noqa: F401  (the peer; a test dependency, never a library one)
-    except ImportError:
-        sys.exit("bench_ln_lstm: needs torch (pip install 'unet[test]') for the peer timings")
+    require_torch("bench_ln_lstm")
     results = run(args.repeats, args.warmup)
     print("ratio = unet LN-LSTM time / peer time (below 1: unet faster)")
     if args.json:

@@ -21,7 +21,8 @@ import os
 import sys
 
 import numpy as np
-from harness import device_sync, machine_info, make_parser, median_time, parse_args, peer_cells, peer_header, write_report
+from harness import (device_sync, machine_info, make_parser, median_time, parse_args, peer_cells,
+                     peer_header, require_torch, write_report)
 
 import unet
 from unet import nn, optim
@@ -101,10 +102,7 @@ def print_row(r, header=False):
 def main(argv=None):
     parser = make_parser(__doc__, repeats=21, warmup=3)
     args = parse_args(parser, argv)
-    try:
-        import torch  # noqa: F401  (the peer; a test dependency, never a library one)
-    except ImportError:
-        sys.exit("bench_optim: needs torch (pip install 'unet[test]') for the peer timings")
+    require_torch("bench_optim")
     results = run(args.device, args.dtype, args.repeats, args.warmup)
     print("ratio = unet fused time / peer time (below 1: the fused step is faster)")
     if args.json:

@@ -18,10 +18,10 @@ taken): run it alone, or on a shared machine set OMP_WAIT_POLICY=passive, or com
 core each with OMP_NUM_THREADS=1 (both libraries obey both).
 """
 import os
-import sys
 
 import numpy as np
-from harness import device_sync, machine_info, make_parser, median_time, parse_args, peer_cells, peer_header, write_report
+from harness import (device_sync, machine_info, make_parser, median_time, parse_args, peer_cells,
+                     peer_header, require_torch, write_report)
 
 import unet
 from unet import nn
@@ -175,10 +175,7 @@ def main(argv=None):
     parser.add_argument("--full", action="store_true", default=bool(os.environ.get("UNET_BENCH_FULL")),
                         help="add the larger CPU shapes (or set UNET_BENCH_FULL=1, e.g. under run_all.py)")
     args = parse_args(parser, argv)
-    try:
-        import torch  # noqa: F401  (the peer; a test dependency, never a library one)
-    except ImportError:
-        sys.exit("bench_rnn: needs torch (pip install 'unet[test]') for the peer timings")
+    require_torch("bench_rnn")
 
     results = run(args.device, args.dtype, args.repeats, args.warmup, selected_shapes(args.device, args.full))
     print("ratio = unet time / torch time (below 1: unet faster)")

@@ -43,6 +43,34 @@ def median_time(fn, repeats, warmup, sync=None, clock=time.perf_counter):
     return float(np.median(times))
 
 
+def require_torch(benchmark):
+    """torch is the peer of every benchmark: a test dependency, never a library one."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        sys.exit(f"{benchmark}: needs torch (pip install 'unet[test]') for the peer timings")
+
+
+def add_cpu_time_option(parser):
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="one thread each, timed in process CPU seconds (for shared machines; CPU only)")
+
+
+def clock_for(args, benchmark):
+    """time.perf_counter; with --cpu-time, both libraries on one thread timed in process CPU
+    seconds (re-executes the script with OMP_NUM_THREADS=1, which OpenMP reads at start-up)."""
+    if not args.cpu_time:
+        return time.perf_counter
+    if args.device != "cpu":
+        sys.exit(f"{benchmark}: --cpu-time times the CPU only")
+    if os.environ.get("OMP_NUM_THREADS") != "1":
+        os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, OMP_NUM_THREADS="1"))
+    import torch
+
+    torch.set_num_threads(1)
+    return time.process_time
+
+
 def device_sync(device):
     """For median_time's ``sync`` on a GPU: waits for CuPy's current stream and torch's work."""
     if device != "cuda":
