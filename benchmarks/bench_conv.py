@@ -23,7 +23,8 @@ import time
 
 import numpy as np
 from harness import (add_cpu_time_option, clock_for, device_sync, machine_info, make_parser,
-                     median_time, parse_args, peer_cells, peer_header, require_torch, write_report)
+                     parse_args, peer_cells, peer_header, require_torch, time_against_peers,
+                     write_report)
 
 import unet
 from unet import nn
@@ -116,14 +117,11 @@ def run(device, dtype, repeats, warmup, shapes, clock=time.perf_counter):
     for shape in shapes:
         fns, sync = candidates(shape, dtype, device, rng)
         for pass_name, impls in fns.items():
-            times = {name: median_time(fn, repeats, warmup, sync, clock) for name, fn in impls.items()}
             # training: forward, backward-data and backward-weight, each as many flops
             work = flops(shape) * (1 if pass_name == "fwd" else 3)
             results.append({
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in shape.items()}, "pass": pass_name,
-                "time_s": times,
-                "gflops": {name: work / t / 1e9 for name, t in times.items()},
-                "ratio": {name: times["unet"] / t for name, t in times.items() if name != "unet"},
+                **time_against_peers(impls, repeats, warmup, sync, clock, work),
             })
             print_row(results[-1], header=len(results) == 1)
     return results

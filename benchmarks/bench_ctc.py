@@ -18,8 +18,8 @@ machine are meaningless (or set OMP_WAIT_POLICY=passive, or OMP_NUM_THREADS=1 fo
 import os
 
 import numpy as np
-from harness import (device_sync, machine_info, make_parser, median_time, parse_args, peer_cells,
-                     peer_header, require_torch, write_report)
+from harness import (device_sync, machine_info, make_parser, parse_args, peer_cells, peer_header,
+                     require_torch, time_against_peers, write_report)
 
 import unet
 import unet.functional as F
@@ -74,9 +74,8 @@ def run(device, dtype, repeats, warmup):
     for T, N, C, S in SHAPES:
         fns, sync = candidates(*case(T, N, C, S, dtype, rng), device)
         for pass_name, impls in fns.items():
-            times = {name: median_time(fn, repeats, warmup, sync) for name, fn in impls.items()}
-            results.append({"T": T, "N": N, "C": C, "S": S, "pass": pass_name, "time_s": times,
-                            "ratio": {name: times["unet"] / t for name, t in times.items() if name != "unet"}})
+            results.append({"T": T, "N": N, "C": C, "S": S, "pass": pass_name,
+                            **time_against_peers(impls, repeats, warmup, sync)})
             print_row(results[-1], header=len(results) == 1)
     return results
 

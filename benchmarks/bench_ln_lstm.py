@@ -19,8 +19,8 @@ import os
 import sys
 
 import numpy as np
-from harness import (machine_info, make_parser, median_time, parse_args, peer_cells, peer_header,
-                     require_torch, write_report)
+from harness import (machine_info, make_parser, parse_args, peer_cells, peer_header, require_torch,
+                     time_against_peers, write_report)
 
 import unet
 from unet import nn
@@ -102,10 +102,8 @@ def run(repeats, warmup):
     for hidden, inputs, batch, steps, note in SHAPES:
         for variant, zoneout in (("ln", 0.0), ("ln+zoneout", 0.1)):
             impls = candidates(hidden, inputs, batch, steps, zoneout, rng)
-            times = {name: median_time(fn, repeats, warmup) for name, fn in impls.items()}
             results.append({"hidden": hidden, "input": inputs, "batch": batch, "steps": steps, "note": note,
-                            "variant": variant, "pass": "fwd+bwd", "time_s": times,
-                            "ratio": {name: times["unet"] / t for name, t in times.items() if name != "unet"}})
+                            "variant": variant, "pass": "fwd+bwd", **time_against_peers(impls, repeats, warmup)})
             print_row(results[-1], header=len(results) == 1)
     return results
 

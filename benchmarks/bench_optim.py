@@ -21,8 +21,8 @@ import os
 import sys
 
 import numpy as np
-from harness import (device_sync, machine_info, make_parser, median_time, parse_args, peer_cells,
-                     peer_header, require_torch, write_report)
+from harness import (device_sync, machine_info, make_parser, parse_args, peer_cells, peer_header,
+                     require_torch, time_against_peers, write_report)
 
 import unet
 from unet import nn, optim
@@ -80,11 +80,9 @@ def run(device, dtype, repeats, warmup):
     for model_name in MODELS:
         for opt_name in OPTIMIZERS:
             fns, sync, numel, tensors = candidates(model_name, opt_name, dtype, device, rng)
-            times = {name: median_time(fn, repeats, warmup, sync) for name, fn in fns.items()}
             results.append({
                 "model": model_name, "optimizer": opt_name, "parameters": int(numel), "tensors": tensors,
-                "time_s": times,
-                "ratio": {name: times["unet"] / t for name, t in times.items() if name != "unet"},
+                **time_against_peers(fns, repeats, warmup, sync),
             })
             print_row(results[-1], header=len(results) == 1)
     return results

@@ -19,7 +19,8 @@ import time
 
 import numpy as np
 from harness import (add_cpu_time_option, clock_for, device_sync, machine_info, make_parser,
-                     median_time, parse_args, peer_cells, peer_header, require_torch, write_report)
+                     parse_args, peer_cells, peer_header, require_torch, time_against_peers,
+                     write_report)
 
 import unet
 import unet.functional as F
@@ -83,10 +84,10 @@ def run(device, dtype, repeats, warmup, clock=time.perf_counter):
     for name, shape, call in CASES:
         fns, sync = candidates(shape, call, dtype, device, rng)
         for pass_name, impls in fns.items():
-            times = {impl: median_time(fn, repeats, warmup, sync, clock) for impl, fn in impls.items()}
-            results.append({"op": name, "shape": list(shape), "pass": pass_name, "time_s": times,
-                            "ratio": {impl: times["unet"] / t for impl, t in times.items() if impl != "unet"}})
+            results.append({"op": name, "shape": list(shape), "pass": pass_name,
+                            **time_against_peers(impls, repeats, warmup, sync, clock)})
             r = results[-1]
+            times = r["time_s"]
             if len(results) == 1:
                 print(f"{'op':<26} {'input':>18} {'pass':>8} {'unet ms':>9}" + peer_header(["torch"]), flush=True)
             print(f"{name:<26} {'x'.join(map(str, shape)):>18} {pass_name:>8} {times['unet'] * 1e3:9.2f}"

@@ -20,8 +20,8 @@ core each with OMP_NUM_THREADS=1 (both libraries obey both).
 import os
 
 import numpy as np
-from harness import (device_sync, machine_info, make_parser, median_time, parse_args, peer_cells,
-                     peer_header, require_torch, write_report)
+from harness import (device_sync, machine_info, make_parser, parse_args, peer_cells, peer_header,
+                     require_torch, time_against_peers, write_report)
 
 import unet
 from unet import nn
@@ -145,14 +145,11 @@ def run(device, dtype, repeats, warmup, shapes):
         # training counts 3x forward (backward: gradients of the inputs and of the weights)
         fwd_flops = 2.0 * steps * batch * GATES[cell] * hidden * (inputs + hidden)
         for pass_name, impls in fns.items():
-            times = {name: median_time(fn, repeats, warmup, sync) for name, fn in impls.items()}
             flops = fwd_flops * (1 if pass_name == "fwd" else 3)
             results.append({
                 "cell": cell, "hidden": hidden, "input": inputs, "batch": batch, "steps": steps,
                 "source": source, "tier": tier, "pass": pass_name,
-                "time_s": times,
-                "gflops": {name: flops / t / 1e9 for name, t in times.items()},
-                "ratio": {name: times["unet"] / t for name, t in times.items() if name != "unet"},
+                **time_against_peers(impls, repeats, warmup, sync, flops=flops),
             })
             print_row(results[-1], header=len(results) == 1)
     return results

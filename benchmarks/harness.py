@@ -43,6 +43,18 @@ def median_time(fn, repeats, warmup, sync=None, clock=time.perf_counter):
     return float(np.median(times))
 
 
+def time_against_peers(impls, repeats, warmup, sync=None, clock=time.perf_counter, flops=None):
+    """The timing part of a result row: each implementation's median time (``impls``: name ->
+    callable, "unet" among them), with ``flops`` each one's GFLOP/s, and unet's time over each
+    peer's (below 1: unet faster)."""
+    times = {name: median_time(fn, repeats, warmup, sync, clock) for name, fn in impls.items()}
+    row = {"time_s": times}
+    if flops is not None:
+        row["gflops"] = {name: flops / t / 1e9 for name, t in times.items()}
+    row["ratio"] = {name: times["unet"] / t for name, t in times.items() if name != "unet"}
+    return row
+
+
 def require_torch(benchmark):
     """torch is the peer of every benchmark: a test dependency, never a library one."""
     try:
