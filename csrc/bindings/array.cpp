@@ -18,16 +18,12 @@ std::string shape_str(const std::vector<int64_t>& shape) {
   return s.str();
 }
 
-namespace {
-
 std::string type_name(py::handle obj) { return py::str(py::type::handle_of(obj).attr("__name__")); }
 
-[[noreturn]] void type_error(const std::string& name, const std::string& msg) {
-  throw py::type_error(name + ": " + msg);
-}
-[[noreturn]] void value_error(const std::string& name, const std::string& msg) {
-  throw py::value_error(name + ": " + msg);
-}
+void type_error(const std::string& name, const std::string& msg) { throw py::type_error(name + ": " + msg); }
+void value_error(const std::string& name, const std::string& msg) { throw py::value_error(name + ": " + msg); }
+
+namespace {
 
 // What numpy calls the array's dtype, for messages; falls back to the buffer format.
 std::string dtype_of(py::handle obj, const std::string& fallback) {

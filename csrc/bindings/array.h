@@ -62,6 +62,12 @@ struct Dim {
 // x (M=2, K=3), got shape (4, 5)". `context` may be empty.
 void check_shape(const Array& a, std::initializer_list<Dim> dims, const std::string& context = "");
 // "(2, 3)", "(4,)": a shape as Python writes it.
+// The name of obj's type, for messages ("int", "ndarray", ...).
+std::string type_name(py::handle obj);
+// TypeError / ValueError "<name>: <msg>": every rejection names the argument.
+[[noreturn]] void type_error(const std::string& name, const std::string& msg);
+[[noreturn]] void value_error(const std::string& name, const std::string& msg);
+
 std::string shape_str(const std::vector<int64_t>& shape);
 // "x (M=2, K=3)": an already checked array with its dimension names, for contexts.
 std::string describe(const Array& a, std::initializer_list<const char*> dim_names);

@@ -13,8 +13,6 @@ namespace {
 // Settings larger than this are refused, so that no size arithmetic can overflow.
 constexpr int64_t kMaxSetting = int64_t(1) << 31;
 
-std::string type_name(py::handle obj) { return py::str(py::type::handle_of(obj).attr("__name__")); }
-
 // A tuple or list of `count` ints, each at least `min`.
 std::vector<int64_t> parse_ints(py::handle obj, const char* name, size_t count, int64_t min) {
   const std::string expected = "expected a tuple of " + std::to_string(count) + " ints >= " +

@@ -11,10 +11,6 @@
 namespace unet::bindings {
 namespace {
 
-[[noreturn]] void value_error(const std::string& name, const std::string& msg) {
-  throw py::value_error(name + ": " + msg);
-}
-
 std::string str(int64_t v) { return std::to_string(v); }
 
 // The index arrays: targets padded [N, S] or concatenated [sum of target_lengths], and the

@@ -10,15 +10,6 @@
 namespace unet::bindings {
 namespace {
 
-std::string type_name(py::handle obj) { return py::str(py::type::handle_of(obj).attr("__name__")); }
-
-[[noreturn]] void type_error(const std::string& name, const std::string& msg) {
-  throw py::type_error(name + ": " + msg);
-}
-[[noreturn]] void value_error(const std::string& name, const std::string& msg) {
-  throw py::value_error(name + ": " + msg);
-}
-
 // alpha, beta: a real number (not a bool) that is finite as a float32.
 float parse_scale(py::handle obj, const char* name) {
   if (PyBool_Check(obj.ptr()) || !PyNumber_Check(obj.ptr()))

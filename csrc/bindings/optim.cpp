@@ -14,13 +14,6 @@
 namespace unet::bindings {
 namespace {
 
-[[noreturn]] void type_error(const std::string& name, const std::string& msg) {
-  throw py::type_error(name + ": " + msg);
-}
-[[noreturn]] void value_error(const std::string& name, const std::string& msg) {
-  throw py::value_error(name + ": " + msg);
-}
-
 std::string repr_str(py::handle obj) { return py::repr(obj); }
 
 bool is_sequence(py::handle obj) { return py::isinstance<py::list>(obj) || py::isinstance<py::tuple>(obj); }

@@ -11,15 +11,6 @@
 namespace unet::bindings {
 namespace {
 
-std::string type_name(py::handle obj) { return py::str(py::type::handle_of(obj).attr("__name__")); }
-
-[[noreturn]] void type_error(const std::string& name, const std::string& msg) {
-  throw py::type_error(name + ": " + msg);
-}
-[[noreturn]] void value_error(const std::string& name, const std::string& msg) {
-  throw py::value_error(name + ": " + msg);
-}
-
 const std::pair<const char*, RnnMode> kModes[] = {
     {"lstm", RnnMode::LSTM}, {"gru", RnnMode::GRU},
     {"rnn_tanh", RnnMode::RNN_TANH}, {"rnn_relu", RnnMode::RNN_RELU},

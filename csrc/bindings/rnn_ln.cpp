@@ -13,14 +13,6 @@
 namespace unet::bindings {
 namespace {
 
-[[noreturn]] void value_error(const std::string& name, const std::string& msg) {
-  throw py::value_error(name + ": " + msg);
-}
-[[noreturn]] void type_error(const std::string& name, const std::string& msg) {
-  throw py::type_error(name + ": " + msg);
-}
-std::string type_name(py::handle obj) { return py::str(py::type::handle_of(obj).attr("__name__")); }
-
 RnnMode parse_mode(py::handle obj) {
   if (!py::isinstance<py::str>(obj))
     type_error("mode", "expected a str, 'lstm' or 'gru', got " + type_name(obj));

@@ -1,5 +1,6 @@
 // A shared-memory tiled GEMM with pluggable operands and epilogue, and a deterministic
-// column sum: the matrix machinery of the recurrent kernels (cuda/rnn.cu).
+// column sum: the fp32/fp64 matrix machinery of the CUDA kernels (linear, recurrent,
+// convolution, and the SIMT path of matmul).
 //
 //   C(i,j) = epilogue(i, j, sum_k A(i,k) B(k,j))        i < M, j < N, k < K
 //
@@ -15,9 +16,9 @@
 // kBK), each summed by its own blocks; the epilogue is then called as epi(z, i, j, acc)
 // with z = p * splits + split, and whoever it stores for adds the ranges up.
 //
-// The tiling is the one of cuda/linear.cu (64-wide column tiles of 16-deep k slices, a
-// 256-thread block, each thread a register tile at stride 16, padded shared tiles), with
-// the row tile BM a template parameter so that the recurrent products, whose M is the
+// The tiling: 64-wide column tiles of 16-deep k slices, a 256-thread block, each thread a
+// register tile at stride 16 (a warp reads 16 consecutive B values and broadcast A values),
+// padded shared tiles, and the row tile BM a template parameter so that the recurrent products, whose M is the
 // batch, do not waste most of a 64-row tile. Products use explicit fma and a fixed k
 // order: results are run-to-run identical.
 #pragma once
@@ -191,20 +192,21 @@ void launch(int64_t M, int64_t N, int64_t K, const OpA& A, const OpB& B, const E
   launch_batched<T, A_T, B_T>(M, N, K, 1, A, B, epi, stream, what);
 }
 
-// out[j] = sum over i < M of A[i*N + j], in a fixed order: a block owns 32 columns; its 8
-// rows of threads each sum every 8th row in order, then one thread per column adds the 8
-// partial sums in order. Deterministic; M = 0 gives zeros.
+// out[j] = sum over i < M of A(i, j) (A an Operand<T> or any type with its load(r, c)), in
+// a fixed order: a block owns 32 columns; its 8 rows of threads each sum every 8th row in
+// order, then one thread per column adds the 8 partial sums in order. Deterministic; M = 0
+// gives zeros.
 constexpr int kSumCols = 32, kSumRows = 8;
 
-template <typename T>
+template <typename T, class Op>
 __global__ void __launch_bounds__(kSumCols* kSumRows)
-    column_sum_kernel(int64_t M, int64_t N, const T* __restrict__ A, T* __restrict__ out) {
+    column_sum_kernel(int64_t M, int64_t N, Op A, T* __restrict__ out) {
   __shared__ T partial[kSumRows][kSumCols];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t j = int64_t(blockIdx.x) * kSumCols + tx;
   T sum = T(0);
   if (j < N)
-    for (int64_t i = ty; i < M; i += kSumRows) sum += A[i * N + j];
+    for (int64_t i = ty; i < M; i += kSumRows) sum += A.load(i, j);
   partial[ty][tx] = sum;
   __syncthreads();
   if (ty == 0 && j < N) {
@@ -214,12 +216,18 @@ __global__ void __launch_bounds__(kSumCols* kSumRows)
   }
 }
 
-template <typename T>
-void column_sum(int64_t M, int64_t N, const T* A, T* out, cudaStream_t stream, const char* what) {
+template <typename T, class Op>
+void column_sum_of(int64_t M, int64_t N, const Op& A, T* out, cudaStream_t stream, const char* what) {
   if (N <= 0) return;
   column_sum_kernel<T><<<static_cast<unsigned>(ceil_div(N, kSumCols)), dim3(kSumCols, kSumRows), 0,
                          stream>>>(M, N, A, out);
   check(cudaGetLastError(), what);
+}
+
+// The column sums of a contiguous row-major M x N matrix.
+template <typename T>
+void column_sum(int64_t M, int64_t N, const T* A, T* out, cudaStream_t stream, const char* what) {
+  column_sum_of(M, N, Operand<T>{A, N}, out, stream, what);
 }
 
 }  // namespace
