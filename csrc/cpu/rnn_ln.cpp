@@ -260,27 +260,24 @@ UNET_ALWAYS_INLINE void lstm_backward_row(const Layer<T>& L, const RnnBackwardAr
       acc_gc[j] += dlj * x, acc_bc[j] += dlj;
     }
     const T m1 = s1 / T(H), m2 = s2 / T(H), rc = rs[2];
-    // Through the cell: the other gates; LN_ih's and LN_hh's sums over all four.
-    T si1 = 0, si2 = 0, sh1 = 0, sh2 = 0;
-#pragma omp simd reduction(+ : si1, si2, sh1, sh2)
+    // Through the cell: the other gates.
+#pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
       const T dct = dc[j];
       const T dcn = (T(1) - kc[j]) * dct + rc * (dl[j] * gc[j] - m1 - xc[j] * m2);
       const T i = g[j], f = g[H + j], z = g[2 * H + j];
-      T dp[4];
-      dp[0] = dcn * z * i * (T(1) - i);
-      dp[1] = dcn * cp[j] * f * (T(1) - f);
-      dp[2] = dcn * i * (T(1) - z * z);
-      dp[3] = dpre[3 * H + j];
+      dpre[j] = dcn * z * i * (T(1) - i);
+      dpre[H + j] = dcn * cp[j] * f * (T(1) - f);
+      dpre[2 * H + j] = dcn * i * (T(1) - z * z);
       dc[j] = kc[j] * dct + dcn * f;
-#pragma GCC unroll 4
-      for (int q = 0; q < 4; ++q) {
-        const int64_t u = q * H + j;
-        const T dq = dp[q], xi = xih[u], xh = xhh[u], di = dq * gi[u], dhh = dq * gh[u];
-        dpre[u] = dq;
-        acc_b[u] += dq, acc_gi[u] += dq * xi, acc_gh[u] += dq * xh;
-        si1 += di, si2 += di * xi, sh1 += dhh, sh2 += dhh * xh;
-      }
+    }
+    // LN_ih's and LN_hh's sums over all four gates, and the sequence's gain and bias sums.
+    T si1 = 0, si2 = 0, sh1 = 0, sh2 = 0;
+#pragma omp simd reduction(+ : si1, si2, sh1, sh2)
+    for (int64_t u = 0; u < GH; ++u) {
+      const T dq = dpre[u], xi = xih[u], xh = xhh[u], di = dq * gi[u], dhh = dq * gh[u];
+      acc_b[u] += dq, acc_gi[u] += dq * xi, acc_gh[u] += dq * xh;
+      si1 += di, si2 += di * xi, sh1 += dhh, sh2 += dhh * xh;
     }
     const T mi1 = si1 / T(GH), mi2 = si2 / T(GH), mh1 = sh1 / T(GH), mh2 = sh2 / T(GH);
     const T ri = rs[0], rh = rs[1];
