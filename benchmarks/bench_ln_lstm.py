@@ -11,16 +11,17 @@ Peers: "plain" unet nn.LSTM (no norm: the cost of the option; goal ratio <= 1.3)
 generator). Each time is the median of --repeats calls after --warmup calls; "ratio" is
 unet's LN time over the peer's.
 
-    python benchmarks/bench_ln_lstm.py [--repeats 5] [--json PATH]
+    python benchmarks/bench_ln_lstm.py [--repeats 5] [--cpu-time] [--json PATH]
 
-On a shared machine set OMP_WAIT_POLICY=passive or compare one core each (OMP_NUM_THREADS=1).
+On a shared machine use --cpu-time (one thread each, process CPU seconds), or set
+OMP_WAIT_POLICY=passive.
 """
 import os
 import sys
 
 import numpy as np
-from harness import (machine_info, make_parser, parse_args, peer_cells, peer_header, require_torch,
-                     time_against_peers, write_report)
+from harness import (add_cpu_time_option, clock_for, machine_info, make_parser, parse_args, peer_cells,
+                     peer_header, require_torch, time_against_peers, write_report)
 
 import unet
 from unet import nn
@@ -96,14 +97,14 @@ def candidates(hidden, inputs, batch, steps, zoneout, rng):
     return {"unet": unet_train(ours), "plain": unet_train(plain), "torch_composed": torch_train}
 
 
-def run(repeats, warmup):
+def run(repeats, warmup, clock):
     rng = np.random.default_rng(0)
     results = []
     for hidden, inputs, batch, steps, note in SHAPES:
         for variant, zoneout in (("ln", 0.0), ("ln+zoneout", 0.1)):
             impls = candidates(hidden, inputs, batch, steps, zoneout, rng)
             results.append({"hidden": hidden, "input": inputs, "batch": batch, "steps": steps, "note": note,
-                            "variant": variant, "pass": "fwd+bwd", **time_against_peers(impls, repeats, warmup)})
+                            "variant": variant, "pass": "fwd+bwd", **time_against_peers(impls, repeats, warmup, clock=clock)})
             print_row(results[-1], header=len(results) == 1)
     return results
 
@@ -118,16 +119,19 @@ def print_row(r, header=False):
 
 def main(argv=None):
     parser = make_parser(__doc__, repeats=5, warmup=2, dtypes=("float32",))
+    add_cpu_time_option(parser)
     args = parse_args(parser, argv)
     if args.device != "cpu":
         sys.exit("bench_ln_lstm: the layer-norm/zoneout kernel runs on the CPU only so far")
     require_torch("bench_ln_lstm")
-    results = run(args.repeats, args.warmup)
+    clock = clock_for(args, "bench_ln_lstm")
+    results = run(args.repeats, args.warmup, clock)
     print("ratio = unet LN-LSTM time / peer time (below 1: unet faster)")
     if args.json:
         write_report(args.json, "ln_lstm",
                      {"kernel": "rnn_ln_forward / rnn_ln_backward (one layer, one direction, whole sequence)"},
-                     {"device": "cpu", "dtype": "float32", "repeats": args.repeats, "warmup": args.warmup},
+                     {"device": "cpu", "dtype": "float32", "repeats": args.repeats, "warmup": args.warmup,
+                      "clock": "process CPU time, 1 thread" if args.cpu_time else "wall clock"},
                      machine_info("cpu", {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
                                           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
                                           "load_average": os.getloadavg()}), results)

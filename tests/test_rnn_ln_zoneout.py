@@ -458,8 +458,8 @@ _THREADS_SCRIPT = """
 import numpy as np, sys, unet
 from unet import functional as F
 rng = np.random.default_rng(0)
-T, B, I, H = 4, 40, 8, 128   # B * 4H above the size where the row passes go parallel
-t = lambda *s: unet.tensor(rng.standard_normal(s) * 0.3, requires_grad=True)
+T, B, I, H = 4, 40, 8, 128   # big enough for the threads to share the sequences (20 each)
+t = lambda *s: unet.tensor((rng.standard_normal(s) * 0.3).astype(sys.argv[2]), requires_grad=True)
 x, h0, c0 = t(T, B, I), t(B, H), t(B, H)
 w = [t(4 * H, I), t(4 * H, H), t(4 * H), t(4 * H)]
 ln = [t(4 * H), t(4 * H), t(4 * H), t(4 * H), t(H), t(H)]
@@ -471,7 +471,8 @@ np.savez(sys.argv[1], y.numpy(), *[p.grad.numpy() for p in [x, h0, c0] + w + ln]
 """
 
 
-def test_results_do_not_depend_on_the_thread_count(tmp_path):
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_results_do_not_depend_on_the_thread_count(tmp_path, dtype):
     import os
     import subprocess
     import sys
@@ -483,7 +484,7 @@ def test_results_do_not_depend_on_the_thread_count(tmp_path):
         package_root = os.path.dirname(os.path.dirname(unet.__file__))
         env = {**os.environ, "OMP_NUM_THREADS": threads,
                "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])}
-        subprocess.run([sys.executable, str(script), str(path)], check=True, env=env, timeout=300)
+        subprocess.run([sys.executable, str(script), str(path), dtype], check=True, env=env, timeout=300)
         outs.append(np.load(path))
     for key in outs[0].files:
         assert np.array_equal(outs[0][key], outs[1][key]), key

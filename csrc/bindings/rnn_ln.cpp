@@ -183,7 +183,14 @@ void check_values(const Layer& L) {
     dispatch_dtype(keep->t.dtype, [&](auto zero) {
       using T = decltype(zero);
       const T* k = keep->t.data<T>();
-      for (int64_t i = 0; i < keep->t.numel(); ++i)
+      const int64_t n = keep->t.numel();
+      // A branch-free scan first (it vectorizes: the arrays are T*B*H, checked every call),
+      // then the first bad index for the message.
+      int bad = 0;
+#pragma omp simd reduction(| : bad)
+      for (int64_t i = 0; i < n; ++i) bad |= !((k[i] >= T(0)) & (k[i] <= T(1)));
+      if (!bad) return;
+      for (int64_t i = 0; i < n; ++i)
         if (!(k[i] >= T(0) && k[i] <= T(1)))
           value_error(keep->name, "expected keep factors in [0, 1], got " + std::to_string(double(k[i])) +
                                       " at flat index " + std::to_string(i));

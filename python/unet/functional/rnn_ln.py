@@ -109,7 +109,7 @@ def _keep_array(keep, name, shape, x):
         raise ValueError(f"{name}: expected shape {shape} (time, batch, hidden_size), got {raw.shape}")
     if raw.dtype.kind not in "fiub":
         raise TypeError(f"{name}: expected real keep factors, got dtype {raw.dtype}")
-    if raw.size and not bool(((raw >= 0) & (raw <= 1)).all()):
+    if raw.dtype.kind != "b" and raw.size and not bool(((raw >= 0) & (raw <= 1)).all()):  # masks: always
         raise ValueError(f"{name}: expected keep factors in [0, 1], got values outside it")
     return raw
 
