@@ -19,6 +19,7 @@
 #include <new>
 #include <string>
 
+#include "gemm_split.h"
 #include "threads.h"
 
 #ifdef _OPENMP
@@ -36,9 +37,6 @@ constexpr int64_t NC = 4096;
 constexpr int64_t MC = 192;
 // Below this many multiply-adds a thread team costs more than it saves.
 constexpr double kParallelMinWork = 1 << 18;
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 // C[MR x NR] (row stride ldc) = sum over p < kc of the outer products of a[p*MR ..] and
 // b[p*NR ..] (NR = NV vectors of VB bytes), added to C's old values when `accumulate`.
@@ -175,10 +173,13 @@ void pack_impl(const GemmOperand<T>& s, int64_t r0, int64_t n, int64_t k0, int64
     if constexpr (kDeriv) v *= activation_derivative(s.dact, s.dpre[offset]);
     return v;
   };
-  for (int64_t q = 0; q < n; q += R, dst += R * kc) {
-    const int64_t rows = std::min<int64_t>(R, n - q);
-    if (rows < R) std::fill(dst, dst + R * kc, T(0));
-    if (s.k_stride == 1) {
+  if (n % R) {  // the last panel's missing rows
+    T* last = dst + n / R * R * kc;
+    std::fill(last, last + R * kc, T(0));
+  }
+  if (s.k_stride == 1) {
+    for (int64_t q = 0; q < n; q += R, dst += R * kc) {
+      const int64_t rows = std::min<int64_t>(R, n - q);
       // Rows run along k: copy a strip of kStrip values from one row, then the next. A
       // strip is long enough for the hardware prefetcher to stream the row and short enough
       // for the packed strip to stay in L1. (Reading all rows side by side, one k at a
@@ -191,10 +192,20 @@ void pack_impl(const GemmOperand<T>& s, int64_t r0, int64_t n, int64_t k0, int64
           for (int64_t p = p0; p < p1; ++p) dst[p * R + r] = value(base + p);
         }
       }
-    } else {
-      for (int64_t p = 0; p < kc; ++p) {
-        const int64_t base = (r0 + q) * s.row_stride + (k0 + p) * s.k_stride;
-        for (int64_t r = 0; r < rows; ++r) dst[p * R + r] = value(base + r * s.row_stride);
+    }
+  } else {
+    // k runs across rows (B = W [K, N] in x W): each k is read along all n rows before the
+    // next, one stream the prefetcher follows, and scattered to the panels. (Panel by panel,
+    // every k would be a separate short stream, each line a cache miss of its own.)
+    for (int64_t p = 0; p < kc; ++p) {
+      const int64_t base = r0 * s.row_stride + (k0 + p) * s.k_stride;
+      for (int64_t q = 0; q < n; q += R) {
+        const int64_t rows = std::min<int64_t>(R, n - q);
+        T* d = dst + q * kc + p * R;  // panel q / R starts at q * kc
+        if (s.row_stride == 1)
+          for (int64_t r = 0; r < rows; ++r) d[r] = value(base + q + r);
+        else
+          for (int64_t r = 0; r < rows; ++r) d[r] = value(base + (q + r) * s.row_stride);
       }
     }
   }
@@ -277,26 +288,6 @@ void multiply_panels(const Tiles<T>& t, int64_t kc, const T* a, int64_t m, const
   }
 }
 
-// How the threads share C: row blocks, a multiple of nt of them, each block's columns cut
-// into n_splits parts when there are fewer blocks than threads. The blocks share out the
-// MR-row tiles evenly (block ib: tiles [tiles * ib / n, tiles * (ib + 1) / n)), so that the
-// threads' shares differ by at most a tile per block. A skinny C (M within one block, as in
-// a recurrent step's h W^T with M = batch) is cut by columns only, so that each thread
-// streams its own part of B instead of all of it.
-struct ThreadSplit {
-  int64_t n_iblocks, n_splits;
-  int64_t tiles, mc;  // MR-row tiles in all; rows of the tallest block
-  int64_t row(int64_t ib, int MR) const { return tiles * ib / n_iblocks * MR; }
-};
-
-ThreadSplit split_work(int64_t M, int64_t N, int nt, int MR, int NR) {
-  const int64_t tiles = ceil_div(M, MR);
-  if (M <= MC && ceil_div(std::min(N, NC), NR) >= 2 * nt) return {1, nt, tiles, tiles * MR};
-  const int64_t n_iblocks = std::min(round_up(ceil_div(M, MC), nt), tiles);
-  return {n_iblocks, n_iblocks < nt ? ceil_div(nt, n_iblocks) : 1, tiles,
-          ceil_div(tiles, n_iblocks) * MR};
-}
-
 // The blocked product. B comes either as an operand packed here, block by block, or
 // already packed whole (`prepacked`, laid out by pack_operand).
 template <typename T>
@@ -309,14 +300,22 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A,
 
   const double flops = double(M) * double(N) * double(std::max<int64_t>(K, 1));
   const int nt = flops < kParallelMinWork ? 1 : max_threads();
-  const ThreadSplit work = split_work(M, N, nt, MR, NR);
+  const ThreadSplit work = split_work(M, N, nt, MR, NR, MC, NC);
   const int64_t n_iblocks = work.n_iblocks, n_splits = work.n_splits, mc = work.mc;
 
   // Allocate before the parallel region: nothing may throw inside it.
   const int64_t kc_max = std::clamp<int64_t>(K, 1, KC);
   const int64_t nc_max = round_up(std::min(N, NC), NR);
-  auto b_pack = aligned_array<T>(prepacked ? 1 : nc_max * kc_max);
+  // Privately packed B: each split its own part, room for the most panels it takes.
+  const int64_t split_panels = ceil_div(nc_max / NR, n_splits);
+  auto b_pack = aligned_array<T>(prepacked ? 1 : std::max(nc_max, split_panels * n_splits * NR) * kc_max);
   auto a_pack = aligned_array<T>(nt * mc * kc_max);
+
+  // Who packs B: nobody (prepacked), each thread the panels it multiplies (a single row
+  // block: nothing is shared, so no thread waits for another), or the threads together, one
+  // contiguous range of panels each, for all the row blocks.
+  const bool b_private = !prepacked && n_iblocks == 1;
+  const bool b_shared = !prepacked && !b_private;
 
 #pragma omp parallel num_threads(nt)
   {
@@ -325,24 +324,27 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A,
     for (int64_t jc = 0; jc < N; jc += NC) {
       const int64_t nc = std::min(NC, N - jc);
       const int64_t n_panels = ceil_div(nc, NR);
+      // Packs panels [q0, q1) of slice pc where multiply_panels looks for them in `block`.
+      auto pack_b = [&](int64_t q0, int64_t q1, int64_t pc, int64_t kc, T* block) {
+        pack(*B, jc + q0 * NR, std::min(nc, q1 * NR) - q0 * NR, pc, kc, NR, block + q0 * NR * kc);
+      };
       // K == 0 still makes one empty pass, so that the epilogue writes act(bias).
       for (int64_t pc = 0; pc == 0 || pc < K; pc += KC) {
         const int64_t kc = std::min(KC, K - pc);
         const bool first = pc == 0, last = pc + KC >= K;
 
-        const T* b_block = b_pack.get();
-        if (prepacked) {
-          b_block = prepacked + jc * K + round_up(nc, NR) * pc;
-        } else {
+        const T* b_block = prepacked ? prepacked + jc * K + round_up(nc, NR) * pc : b_pack.get();
+        if (b_shared) {
 #pragma omp for schedule(static)
-          for (int64_t q = 0; q < n_panels; ++q)
-            pack(*B, jc + q * NR, std::min<int64_t>(NR, nc - q * NR), pc, kc, NR,
-                 b_pack.get() + q * NR * kc);
+          for (int64_t part = 0; part < nt; ++part)
+            pack_b(n_panels * part / nt, n_panels * (part + 1) / nt, pc, kc, b_pack.get());
           // (implicit barrier: the B block is complete)
         }
 
+        // Static schedule: each item (and so each C tile) has the same thread in every
+        // slice, which therefore needs no barrier unless B is shared.
         int64_t packed_block = -1;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (int64_t item = 0; item < n_iblocks * n_splits; ++item) {
           const int64_t ib = item / n_splits, split = item % n_splits;
           const int64_t i0 = work.row(ib, MR), m = std::min(work.row(ib + 1, MR), M) - i0;
@@ -351,10 +353,21 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A,
             packed_block = ib;
           }
           const int64_t q0 = n_panels * split / n_splits, q1 = n_panels * (split + 1) / n_splits;
-          multiply_panels(tiles, kc, a_mine, m, b_block, q0, q1, nc, C, ldc, i0, jc, first, last,
+          const T* b_panels = b_block;
+          if (b_private) {
+            // The split's own part of b_pack, the same for every slice and column block (the
+            // other threads' next ones do not wait): panel q at mine + q * NR * kc.
+            T* mine = b_pack.get() + (split * split_panels * kc_max - q0 * kc) * NR;
+            pack_b(q0, q1, pc, kc, mine);
+            b_panels = mine;
+          }
+          multiply_panels(tiles, kc, a_mine, m, b_panels, q0, q1, nc, C, ldc, i0, jc, first, last,
                           ep);
         }
-        // (implicit barrier: nobody still reads the B block the next slice overwrites)
+        if (b_shared) {
+#pragma omp barrier
+          // (nobody still reads the B block the next slice overwrites)
+        }
       }
     }
   }

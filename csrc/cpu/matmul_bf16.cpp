@@ -16,6 +16,7 @@
 #include <string>
 
 #include "gemm.h"
+#include "gemm_split.h"
 #include "threads.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -35,8 +36,6 @@ constexpr int64_t MC = 192;   // rows per A block (96 KiB per slice, in L2)
 // few rows that they pad less (M = 16: no padding instead of 8 rows).
 constexpr int MR = 12, SHORT_MR = 8, NR = 32;
 constexpr double kParallelMinWork = 1 << 18;
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // op(X)(r, k) = data[r * row_stride + k * k_stride], as in gemm.h.
 struct Operand {
@@ -76,40 +75,79 @@ __attribute__((target("avx512f"))) void transpose_pairs16(const uint16_t* src, i
 }
 #endif
 
+#if defined(__x86_64__) || defined(__i386__)
+// dst[c] = the pair (even[c], odd[c]) for 32 columns c: two rows of k interleaved. The qword
+// permute puts columns 4L..4L+3 and 16+4L..16+4L+3 in lane L, where the 16-bit unpacks,
+// which work within lanes, then find them.
+__attribute__((target("avx512f,avx512bw"))) inline void interleave_pairs32(const uint16_t* even,
+                                                                            const uint16_t* odd,
+                                                                            uint32_t* dst) {
+  const __m512i lanes = _mm512_setr_epi64(0, 4, 1, 5, 2, 6, 3, 7);
+  const __m512i e = _mm512_permutexvar_epi64(lanes, _mm512_loadu_si512(even));
+  const __m512i o = _mm512_permutexvar_epi64(lanes, _mm512_loadu_si512(odd));
+  _mm512_storeu_si512(dst, _mm512_unpacklo_epi16(e, o));
+  _mm512_storeu_si512(dst + 16, _mm512_unpackhi_epi16(e, o));
+}
+
+// pack_pairs where k runs across rows (k_stride != 1): each pair of k rows is read along
+// all n columns before the next, one stream the prefetcher follows, and scattered to the
+// panels (panel by panel, every k would be a short stream of its own).
+__attribute__((target("avx512f,avx512bw"))) void pack_pairs_across(const Operand& s, int64_t r0,
+                                                                    int64_t n, int64_t k0,
+                                                                    int64_t kc, int R,
+                                                                    uint32_t* dst) {
+  const int64_t pairs = ceil_div(kc, 2), full = kc / 2;
+  for (int64_t p = 0; p < pairs; ++p) {
+    const uint16_t* even = s.data + r0 * s.row_stride + (k0 + 2 * p) * s.k_stride;
+    const uint16_t* odd = even + s.k_stride;
+    const bool has_odd = p < full;
+    for (int64_t q = 0; q < n; q += R) {
+      const int64_t rows = std::min<int64_t>(R, n - q);
+      uint32_t* d = dst + q * pairs + p * R;  // panel q / R starts at q * pairs
+      if (has_odd && rows == 32 && R == 32 && s.row_stride == 1) {
+        interleave_pairs32(even + q, odd + q, d);
+        continue;
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t off = (q + r) * s.row_stride;
+        d[r] = even[off] | (has_odd ? uint32_t(odd[off]) << 16 : 0u);
+      }
+    }
+  }
+}
+#endif
+
 // Rows [r0, r0 + n) by k in [k0, k0 + kc) into panels of R rows, each panel pair-major:
 // dst[p * R + r] holds (k0 + 2p, k0 + 2p + 1) of row r, the first in the low half. Rows
 // past n and the pair past an odd kc are zero.
 void pack_pairs(const Operand& s, int64_t r0, int64_t n, int64_t k0, int64_t kc, int R,
                 uint32_t* dst) {
   const int64_t pairs = ceil_div(kc, 2), full = kc / 2;
-  for (int64_t q = 0; q < n; q += R, dst += R * pairs) {
-    const int64_t rows = std::min<int64_t>(R, n - q);
-    if (rows < R || full < pairs) std::fill(dst, dst + R * pairs, 0u);
-    const uint16_t* base = s.data + (r0 + q) * s.row_stride + k0 * s.k_stride;
-    if (s.k_stride == 1) {  // rows run along k: a pair is 32 contiguous bits
-      int64_t done = 0;  // pairs packed by whole 16 x 16 blocks (full panels of B)
+  if (n % R) {  // the last panel's missing rows
+    uint32_t* last = dst + n / R * R * pairs;
+    std::fill(last, last + R * pairs, 0u);
+  }
+  if (s.k_stride != 1) {
 #if defined(__x86_64__) || defined(__i386__)
-      if (rows == R && R % 16 == 0) {
-        for (; done + 16 <= full; done += 16)
-          for (int i0 = 0; i0 < R; i0 += 16)
-            transpose_pairs16(base + i0 * s.row_stride + 2 * done, s.row_stride, dst + done * R + i0, R);
-      }
+    pack_pairs_across(s, r0, n, k0, kc, R, dst);
 #endif
-      for (int64_t r = 0; r < rows; ++r) {
-        const uint16_t* row = base + r * s.row_stride;
-        for (int64_t p = done; p < full; ++p) dst[p * R + r] = row[2 * p] | uint32_t(row[2 * p + 1]) << 16;
-        if (full < pairs) dst[full * R + r] = row[2 * full];
-      }
-    } else {  // k runs across rows: interleave two of them
-      for (int64_t p = 0; p < pairs; ++p) {
-        const uint16_t* even = base + 2 * p * s.k_stride;
-        const uint16_t* odd = even + s.k_stride;
-        const bool has_odd = p < full;
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t off = r * s.row_stride;
-          dst[p * R + r] = even[off] | (has_odd ? uint32_t(odd[off]) << 16 : 0u);
-        }
-      }
+    return;
+  }
+  for (int64_t q = 0; q < n; q += R, dst += R * pairs) {  // rows run along k: a pair is 32 contiguous bits
+    const int64_t rows = std::min<int64_t>(R, n - q);
+    const uint16_t* base = s.data + (r0 + q) * s.row_stride + k0;
+    int64_t done = 0;  // pairs packed by whole 16 x 16 blocks (full panels of B)
+#if defined(__x86_64__) || defined(__i386__)
+    if (rows == R && R % 16 == 0) {
+      for (; done + 16 <= full; done += 16)
+        for (int i0 = 0; i0 < R; i0 += 16)
+          transpose_pairs16(base + i0 * s.row_stride + 2 * done, s.row_stride, dst + done * R + i0, R);
+    }
+#endif
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint16_t* row = base + r * s.row_stride;
+      for (int64_t p = done; p < full; ++p) dst[p * R + r] = row[2 * p] | uint32_t(row[2 * p + 1]) << 16;
+      if (full < pairs) dst[full * R + r] = row[2 * full];
     }
   }
 }
@@ -152,7 +190,8 @@ bool detect() {
   const std::string want = env ? env : "";
   if (want == "avx2" || want == "generic") return false;
 #if defined(__x86_64__) || defined(__i386__)
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512bf16");
 #else
   return false;
 #endif
@@ -212,19 +251,18 @@ void bf16_gemm(int64_t M, int64_t N, int64_t K, const uint16_t* a, int64_t lda, 
   const int nt = flops < kParallelMinWork ? 1 : max_threads();
   const bool short_tiles = M <= MC && ceil_div(M, SHORT_MR) * SHORT_MR < ceil_div(M, MR) * MR;
   const int R = short_tiles ? SHORT_MR : MR;
-  // Threads share out row blocks of about MC rows, a multiple of nt of them holding the
-  // R-row tiles evenly (block ib: tiles [tiles * ib / n, tiles * (ib + 1) / n)), each
-  // block's columns cut in n_splits parts when there are fewer blocks than threads. Which
-  // thread computes a tile changes no result.
-  const int64_t tiles = ceil_div(M, R);
-  const int64_t n_iblocks = std::min(ceil_div(ceil_div(M, MC), nt) * nt, tiles);
-  const int64_t n_splits = n_iblocks < nt ? ceil_div(nt, n_iblocks) : 1;
-  auto block_row = [&](int64_t ib) { return std::min(tiles * ib / n_iblocks * R, M); };
-  const int64_t mc_max = ceil_div(tiles, n_iblocks) * R;
+  // Which thread computes a tile changes no result.
+  const ThreadSplit work = split_work(M, N, nt, R, NR, MC, NC);
+  const int64_t n_iblocks = work.n_iblocks, n_splits = work.n_splits, mc_max = work.mc;
   const int64_t kp_max = ceil_div(std::min(K, KC), 2);
+  const int64_t nc_max = round_up(std::min(N, NC), NR);
+  // B packed by each split for itself (a single row block: no thread waits for another),
+  // else by all threads together, one contiguous range of panels each, for all row blocks.
+  const bool b_private = n_iblocks == 1;
+  const int64_t split_panels = ceil_div(nc_max / NR, n_splits);  // the most a split takes
 
   // Allocate before the parallel region: nothing may throw inside it.
-  auto b_pack = aligned_array<uint32_t>(ceil_div(std::min(N, NC), NR) * NR * kp_max);
+  auto b_pack = aligned_array<uint32_t>(std::max(nc_max, split_panels * n_splits * NR) * kp_max);
   auto a_pack = aligned_array<uint32_t>(nt * mc_max * kp_max);
 
 #pragma omp parallel num_threads(nt)
@@ -234,27 +272,44 @@ void bf16_gemm(int64_t M, int64_t N, int64_t K, const uint16_t* a, int64_t lda, 
       const int64_t nc = std::min(NC, N - jc), n_panels = ceil_div(nc, NR);
       for (int64_t pc = 0; pc < K; pc += KC) {
         const int64_t kc = std::min(KC, K - pc), pairs = ceil_div(kc, 2);
+        // Panels [q0, q1) of this slice, panel q at block + q * NR * pairs.
+        auto pack_b = [&](int64_t q0, int64_t q1, uint32_t* block) {
+          pack_pairs(B, jc + q0 * NR, std::min(nc, q1 * NR) - q0 * NR, pc, kc, NR, block + q0 * NR * pairs);
+        };
+        if (!b_private) {
 #pragma omp for schedule(static)
-        for (int64_t q = 0; q < n_panels; ++q)
-          pack_pairs(B, jc + q * NR, std::min<int64_t>(NR, nc - q * NR), pc, kc, NR,
-                     b_pack.get() + q * NR * pairs);
-        // (implicit barrier: the B block is complete)
+          for (int64_t part = 0; part < nt; ++part)
+            pack_b(n_panels * part / nt, n_panels * (part + 1) / nt, b_pack.get());
+          // (implicit barrier: the B block is complete)
+        }
+        // Static schedule: each item (and so each C tile) has the same thread in every
+        // slice, which therefore needs no barrier unless B is shared.
         int64_t packed_block = -1;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (int64_t item = 0; item < n_iblocks * n_splits; ++item) {
           const int64_t ib = item / n_splits, split = item % n_splits;
-          const int64_t i0 = block_row(ib), m = block_row(ib + 1) - i0;
+          const int64_t i0 = work.row(ib, R), m = std::min(work.row(ib + 1, R), M) - i0;
           if (ib != packed_block) {
             pack_pairs(A, i0, m, pc, kc, R, a_mine);
             packed_block = ib;
           }
           const int64_t q0 = n_panels * split / n_splits, q1 = n_panels * (split + 1) / n_splits;
+          uint32_t* b_panels = b_pack.get();
+          if (b_private) {
+            // The split's own part of b_pack, the same in every slice and column block (the
+            // other threads' next ones do not wait).
+            b_panels += (split * split_panels * kp_max - q0 * pairs) * NR;
+            pack_b(q0, q1, b_panels);
+          }
           if (short_tiles)
-            multiply_panels<SHORT_MR>(pairs, a_mine, m, b_pack.get(), q0, q1, nc, C, ldc, i0, jc, pc == 0);
+            multiply_panels<SHORT_MR>(pairs, a_mine, m, b_panels, q0, q1, nc, C, ldc, i0, jc, pc == 0);
           else
-            multiply_panels<MR>(pairs, a_mine, m, b_pack.get(), q0, q1, nc, C, ldc, i0, jc, pc == 0);
+            multiply_panels<MR>(pairs, a_mine, m, b_panels, q0, q1, nc, C, ldc, i0, jc, pc == 0);
         }
-        // (implicit barrier: nobody still reads the B block the next slice overwrites)
+        if (!b_private) {
+#pragma omp barrier
+          // (nobody still reads the B block the next slice overwrites)
+        }
       }
     }
   }
