@@ -21,6 +21,7 @@
 
 #include "gemm_split.h"
 #include "threads.h"
+#include "transpose16.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -35,6 +36,8 @@ constexpr int64_t KC = 256;
 constexpr int64_t NC = 4096;
 // Target rows of an A block: mc x KC stays in a core's L2.
 constexpr int64_t MC = 192;
+// B panels a thread packs at a time for itself (C of one row block): 128 KiB of float, in L2.
+constexpr int64_t kPrivatePanels = 8;
 // Below this many multiply-adds a thread team costs more than it saves.
 constexpr double kParallelMinWork = 1 << 18;
 
@@ -88,6 +91,10 @@ struct MicroKernel {
   // a recurrent step's M = batch of 16, 32 or 64 fills 8-row tiles exactly, not 12-row ones.
   MicroKernelFn<T> short_fn;
   int short_mr;
+  // Fewer still for a C of a few rows (a decoder step, M = 1..4), where the work is reading B
+  // and the padded rows of a larger tile would double the multiply-adds.
+  MicroKernelFn<T> tiny_fn;
+  int tiny_mr;
   const char* isa;
 };
 
@@ -105,9 +112,13 @@ using Avx512Tile = TileShape<T, 12, 64>;
 template <typename T>
 using Avx512ShortTile = TileShape<T, 8, 64>;
 template <typename T>
+using Avx512TinyTile = TileShape<T, 4, 64>;
+template <typename T>
 using Avx2Tile = TileShape<T, 6, 32>;
 template <typename T>
 using Avx2ShortTile = TileShape<T, 4, 32>;
+template <typename T>
+using Avx2TinyTile = TileShape<T, 2, 32>;
 template <typename T>
 using GenericTile = TileShape<T, 4, 16>;
 
@@ -131,10 +142,11 @@ void microkernel_generic(int64_t kc, const T* a, const T* b, T* c, int64_t ldc,
   microkernel<T, S::mr, S::nv, S::vb>(kc, a, b, c, ldc, accumulate);
 }
 
-template <typename T, typename S, typename Short>
-MicroKernel<T> make_microkernel(MicroKernelFn<T> fn, MicroKernelFn<T> short_fn, const char* isa) {
-  static_assert(S::nr == Short::nr);
-  return {fn, S::mr, S::nr, short_fn, Short::mr, isa};
+template <typename T, typename S, typename Short, typename Tiny>
+MicroKernel<T> make_microkernel(MicroKernelFn<T> fn, MicroKernelFn<T> short_fn,
+                                MicroKernelFn<T> tiny_fn, const char* isa) {
+  static_assert(S::nr == Short::nr && S::nr == Tiny::nr);
+  return {fn, S::mr, S::nr, short_fn, Short::mr, tiny_fn, Tiny::mr, isa};
 }
 
 // The widest micro-kernel this CPU runs. UNET_CPU_ISA=avx2 or =generic picks a narrower
@@ -146,14 +158,16 @@ MicroKernel<T> pick_microkernel() {
   if (want != "avx2" && want != "generic") want.clear();
 #if defined(__x86_64__) || defined(__i386__)
   if (want.empty() && __builtin_cpu_supports("avx512f"))
-    return make_microkernel<T, Avx512Tile<T>, Avx512ShortTile<T>>(
-        microkernel_avx512<T, Avx512Tile<T>>, microkernel_avx512<T, Avx512ShortTile<T>>, "avx512");
+    return make_microkernel<T, Avx512Tile<T>, Avx512ShortTile<T>, Avx512TinyTile<T>>(
+        microkernel_avx512<T, Avx512Tile<T>>, microkernel_avx512<T, Avx512ShortTile<T>>,
+        microkernel_avx512<T, Avx512TinyTile<T>>, "avx512");
   if (want != "generic" && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return make_microkernel<T, Avx2Tile<T>, Avx2ShortTile<T>>(
-        microkernel_avx2<T, Avx2Tile<T>>, microkernel_avx2<T, Avx2ShortTile<T>>, "avx2");
+    return make_microkernel<T, Avx2Tile<T>, Avx2ShortTile<T>, Avx2TinyTile<T>>(
+        microkernel_avx2<T, Avx2Tile<T>>, microkernel_avx2<T, Avx2ShortTile<T>>,
+        microkernel_avx2<T, Avx2TinyTile<T>>, "avx2");
 #endif
-  return make_microkernel<T, GenericTile<T>, GenericTile<T>>(
-      microkernel_generic<T>, microkernel_generic<T>, "generic");
+  return make_microkernel<T, GenericTile<T>, GenericTile<T>, GenericTile<T>>(
+      microkernel_generic<T>, microkernel_generic<T>, microkernel_generic<T>, "generic");
 }
 
 template <typename T>
@@ -161,6 +175,16 @@ const MicroKernel<T>& microkernel_for_this_cpu() {
   static const MicroKernel<T> k = pick_microkernel<T>();
   return k;
 }
+
+#if defined(__x86_64__) || defined(__i386__)
+bool cpu_has_avx512f() {
+  static const bool has = __builtin_cpu_supports("avx512f");
+  return has;
+}
+#endif
+
+// How many k ahead the packer asks for the rows of an operand whose k runs across rows.
+constexpr int64_t kPrefetchRows = 16;
 
 // Packs rows [r0, r0+n) x k in [k0, k0+kc) of an operand into panels of R rows, each
 // panel k-major (dst[p*R + r]) as the micro-kernel reads it; the last panel is padded
@@ -180,12 +204,23 @@ void pack_impl(const GemmOperand<T>& s, int64_t r0, int64_t n, int64_t k0, int64
   if (s.k_stride == 1) {
     for (int64_t q = 0; q < n; q += R, dst += R * kc) {
       const int64_t rows = std::min<int64_t>(R, n - q);
+      int64_t done = 0;  // k packed by whole 16 x 16 blocks (full panels of float B)
+#if defined(__x86_64__) || defined(__i386__)
+      if constexpr (!kDeriv && sizeof(T) == 4) {
+        if (rows == R && R % 16 == 0 && cpu_has_avx512f())
+          for (; done + 16 <= kc; done += 16)
+            for (int i0 = 0; i0 < R; i0 += 16)
+              transpose16x16_32bit(s.data + (r0 + q + i0) * s.row_stride + k0 + done,
+                                   s.row_stride * int64_t(sizeof(T)), dst + done * R + i0,
+                                   R * int64_t(sizeof(T)));
+      }
+#endif
       // Rows run along k: copy a strip of kStrip values from one row, then the next. A
       // strip is long enough for the hardware prefetcher to stream the row and short enough
       // for the packed strip to stay in L1. (Reading all rows side by side, one k at a
       // time, thrashes L1 when the row stride is a multiple of 4 KiB.)
       constexpr int64_t kStrip = 128;
-      for (int64_t p0 = 0; p0 < kc; p0 += kStrip) {
+      for (int64_t p0 = done; p0 < kc; p0 += kStrip) {
         const int64_t p1 = std::min(kc, p0 + kStrip);
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t base = (r0 + q + r) * s.row_stride + k0;
@@ -199,6 +234,12 @@ void pack_impl(const GemmOperand<T>& s, int64_t r0, int64_t n, int64_t k0, int64
     // every k would be a separate short stream, each line a cache miss of its own.)
     for (int64_t p = 0; p < kc; ++p) {
       const int64_t base = r0 * s.row_stride + (k0 + p) * s.k_stride;
+      if (s.row_stride == 1 && p + kPrefetchRows < kc) {
+        // The rows are short (one thread's few panels): ask for one well ahead, line by
+        // line, as the prefetcher would not start such a stream in time on its own.
+        const char* ahead = reinterpret_cast<const char*>(s.data + base + kPrefetchRows * s.k_stride);
+        for (int64_t line = 0; line < n * int64_t(sizeof(T)); line += 64) __builtin_prefetch(ahead + line);
+      }
       for (int64_t q = 0; q < n; q += R) {
         const int64_t rows = std::min<int64_t>(R, n - q);
         T* d = dst + q * kc + p * R;  // panel q / R starts at q * kc
@@ -247,8 +288,8 @@ void apply_epilogue(const GemmEpilogue<T>& ep, int64_t m, int64_t n, T* C, int64
   }
 }
 
-// The micro-kernel for a C of M rows: the short tiles where C has few rows and they pad
-// fewer of them.
+// The micro-kernel for a C of M rows: the tiny tiles where they hold all M rows, the short
+// ones where C has few rows and they pad fewer of them.
 template <typename T>
 struct Tiles {
   MicroKernelFn<T> fn;
@@ -258,29 +299,32 @@ struct Tiles {
 template <typename T>
 Tiles<T> tiles_for(int64_t M) {
   const MicroKernel<T>& uk = microkernel_for_this_cpu<T>();
+  if (M <= uk.tiny_mr) return {uk.tiny_fn, uk.tiny_mr, uk.nr};
   if (M <= MC && round_up(M, uk.short_mr) < round_up(M, uk.mr))
     return {uk.short_fn, uk.short_mr, uk.nr};
   return {uk.fn, uk.mr, uk.nr};
 }
 
 // One k slice (kc deep) for rows [i0, i0 + m) of C and the panels [q0, q1) of the column
-// block at jc (nc wide): a packed A block (m rows) times a packed B block, added to C
-// unless `first`, then the epilogue after the `last` slice, while the tile is in L1.
+// block at jc (nc wide): a packed A block (m rows) times packed B panels (b_panels: panel q0,
+// then the next ones), added to C unless `first`, then the epilogue after the `last` slice,
+// while the tile is in L1.
 template <typename T>
-void multiply_panels(const Tiles<T>& t, int64_t kc, const T* a, int64_t m, const T* b_block,
+void multiply_panels(const Tiles<T>& t, int64_t kc, const T* a, int64_t m, const T* b_panels,
                      int64_t q0, int64_t q1, int64_t nc, T* C, int64_t ldc, int64_t i0,
                      int64_t jc, bool first, bool last, const GemmEpilogue<T>& ep) {
   alignas(64) T edge[kMaxTile];  // a whole tile for the micro-kernel at C's edges
   const int MR = t.mr, NR = t.nr;
   for (int64_t q = q0; q < q1; ++q) {
     const int64_t j0 = q * NR, n = std::min<int64_t>(NR, nc - j0);
+    const T* b = b_panels + (q - q0) * NR * kc;
     for (int64_t ir = 0; ir < m; ir += MR) {
       const int64_t mr = std::min<int64_t>(MR, m - ir);
       T* c = C + (i0 + ir) * ldc + jc + j0;
       if (mr == MR && n == NR) {
-        t.fn(kc, a + ir * kc, b_block + j0 * kc, c, ldc, !first);
+        t.fn(kc, a + ir * kc, b, c, ldc, !first);
       } else {
-        t.fn(kc, a + ir * kc, b_block + j0 * kc, edge, NR, false);
+        t.fn(kc, a + ir * kc, b, edge, NR, false);
         store_partial_tile(edge, NR, mr, n, c, ldc, !first);
       }
       if (last) apply_epilogue(ep, mr, n, C, ldc, i0 + ir, jc + j0);
@@ -306,9 +350,8 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A,
   // Allocate before the parallel region: nothing may throw inside it.
   const int64_t kc_max = std::clamp<int64_t>(K, 1, KC);
   const int64_t nc_max = round_up(std::min(N, NC), NR);
-  // Privately packed B: each split its own part, room for the most panels it takes.
-  const int64_t split_panels = ceil_div(nc_max / NR, n_splits);
-  auto b_pack = aligned_array<T>(prepacked ? 1 : std::max(nc_max, split_panels * n_splits * NR) * kc_max);
+  // A shared B block, or each thread's kPrivatePanels.
+  auto b_pack = aligned_array<T>(prepacked ? 1 : std::max(nc_max, nt * kPrivatePanels * NR) * kc_max);
   auto a_pack = aligned_array<T>(nt * mc * kc_max);
 
   // Who packs B: nobody (prepacked), each thread the panels it multiplies (a single row
@@ -320,14 +363,11 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A,
 #pragma omp parallel num_threads(nt)
   {
     T* a_mine = a_pack.get() + thread_id() * mc * kc_max;
+    T* b_mine = b_pack.get() + thread_id() * kPrivatePanels * NR * kc_max;
 
     for (int64_t jc = 0; jc < N; jc += NC) {
       const int64_t nc = std::min(NC, N - jc);
       const int64_t n_panels = ceil_div(nc, NR);
-      // Packs panels [q0, q1) of slice pc where multiply_panels looks for them in `block`.
-      auto pack_b = [&](int64_t q0, int64_t q1, int64_t pc, int64_t kc, T* block) {
-        pack(*B, jc + q0 * NR, std::min(nc, q1 * NR) - q0 * NR, pc, kc, NR, block + q0 * NR * kc);
-      };
       // K == 0 still makes one empty pass, so that the epilogue writes act(bias).
       for (int64_t pc = 0; pc == 0 || pc < K; pc += KC) {
         const int64_t kc = std::min(KC, K - pc);
@@ -336,8 +376,11 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A,
         const T* b_block = prepacked ? prepacked + jc * K + round_up(nc, NR) * pc : b_pack.get();
         if (b_shared) {
 #pragma omp for schedule(static)
-          for (int64_t part = 0; part < nt; ++part)
-            pack_b(n_panels * part / nt, n_panels * (part + 1) / nt, pc, kc, b_pack.get());
+          for (int64_t part = 0; part < nt; ++part) {  // a contiguous range of panels each
+            const int64_t q0 = n_panels * part / nt, q1 = n_panels * (part + 1) / nt;
+            pack(*B, jc + q0 * NR, std::min(nc, q1 * NR) - q0 * NR, pc, kc, NR,
+                 b_pack.get() + q0 * NR * kc);
+          }
           // (implicit barrier: the B block is complete)
         }
 
@@ -353,16 +396,18 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A,
             packed_block = ib;
           }
           const int64_t q0 = n_panels * split / n_splits, q1 = n_panels * (split + 1) / n_splits;
-          const T* b_panels = b_block;
-          if (b_private) {
-            // The split's own part of b_pack, the same for every slice and column block (the
-            // other threads' next ones do not wait): panel q at mine + q * NR * kc.
-            T* mine = b_pack.get() + (split * split_panels * kc_max - q0 * kc) * NR;
-            pack_b(q0, q1, pc, kc, mine);
-            b_panels = mine;
+          if (!b_private) {
+            multiply_panels(tiles, kc, a_mine, m, b_block + q0 * NR * kc, q0, q1, nc, C, ldc, i0,
+                            jc, first, last, ep);
+            continue;
           }
-          multiply_panels(tiles, kc, a_mine, m, b_panels, q0, q1, nc, C, ldc, i0, jc, first, last,
-                          ep);
+          // A few panels at a time into the thread's own buffer, used while in L2.
+          for (int64_t qa = q0; qa < q1; qa += kPrivatePanels) {
+            const int64_t qb = std::min(q1, qa + kPrivatePanels);
+            pack(*B, jc + qa * NR, std::min(nc, qb * NR) - qa * NR, pc, kc, NR, b_mine);
+            multiply_panels(tiles, kc, a_mine, m, b_mine, qa, qb, nc, C, ldc, i0, jc, first, last,
+                            ep);
+          }
         }
         if (b_shared) {
 #pragma omp barrier
@@ -454,7 +499,7 @@ void gemm_packed_columns(int64_t M, const T* a_packed, const PackedOperand<T>& B
     for (int64_t pc = 0; pc == 0 || pc < K; pc += KC) {
       const int64_t kc = std::min(KC, K - pc);
       multiply_panels(tiles, kc, a_packed + round_up(M, tiles.mr) * pc, M,
-                      B.data.get() + jc * K + round_up(nc, NR) * pc, q0, q1, nc, C, ldc, 0, jc,
+                      B.data.get() + jc * K + round_up(nc, NR) * pc + q0 * NR * kc, q0, q1, nc, C, ldc, 0, jc,
                       pc == 0, pc + KC >= K, ep);
     }
   }

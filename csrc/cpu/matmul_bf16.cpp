@@ -18,6 +18,7 @@
 #include "gemm.h"
 #include "gemm_split.h"
 #include "threads.h"
+#include "transpose16.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -42,38 +43,6 @@ struct Operand {
   const uint16_t* data;
   int64_t row_stride, k_stride;
 };
-
-#if defined(__x86_64__) || defined(__i386__)
-// dst[c * dst_stride + i] = the pair (src[i * src_stride + 2c], src[i * src_stride + 2c + 1])
-// for 16 rows i and 16 pairs c: a 16 x 16 transpose of 32-bit values in registers.
-__attribute__((target("avx512f"))) void transpose_pairs16(const uint16_t* src, int64_t src_stride,
-                                                           uint32_t* dst, int64_t dst_stride) {
-  __m512i r[16], t[16];
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(src + i * src_stride);
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-  }
-  // Now r[4g + j] holds, in its 128-bit lane L, rows 4g..4g+3 of column 4L + j.
-  for (int j = 0; j < 4; ++j) {
-    const __m512i g01_even = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x88);  // lanes 0, 2 of g0, g1
-    const __m512i g01_odd = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xdd);   // lanes 1, 3
-    const __m512i g23_even = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0x88);
-    const __m512i g23_odd = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0xdd);
-    t[j] = _mm512_shuffle_i32x4(g01_even, g23_even, 0x88);
-    t[8 + j] = _mm512_shuffle_i32x4(g01_even, g23_even, 0xdd);
-    t[4 + j] = _mm512_shuffle_i32x4(g01_odd, g23_odd, 0x88);
-    t[12 + j] = _mm512_shuffle_i32x4(g01_odd, g23_odd, 0xdd);
-  }
-  for (int c = 0; c < 16; ++c) _mm512_storeu_si512(dst + c * dst_stride, t[c]);
-}
-#endif
 
 #if defined(__x86_64__) || defined(__i386__)
 // dst[c] = the pair (even[c], odd[c]) for 32 columns c: two rows of k interleaved. The qword
@@ -141,7 +110,8 @@ void pack_pairs(const Operand& s, int64_t r0, int64_t n, int64_t k0, int64_t kc,
     if (rows == R && R % 16 == 0) {
       for (; done + 16 <= full; done += 16)
         for (int i0 = 0; i0 < R; i0 += 16)
-          transpose_pairs16(base + i0 * s.row_stride + 2 * done, s.row_stride, dst + done * R + i0, R);
+          transpose16x16_32bit(base + i0 * s.row_stride + 2 * done, 2 * s.row_stride,
+                               dst + done * R + i0, 4 * R);
     }
 #endif
     for (int64_t r = 0; r < rows; ++r) {
