@@ -30,12 +30,22 @@
 namespace unet::cpu {
 namespace {
 
-constexpr int64_t KC = 256;   // k per slice (128 pairs): the B micro-panel, 16 KiB, in L1
-constexpr int64_t NC = 4096;  // columns per shared B block (2 MiB per slice)
-constexpr int64_t MC = 192;   // rows per A block (96 KiB per slice, in L2)
+constexpr int64_t KC = 512;   // k per slice (256 pairs): the B micro-panel, 32 KiB, in L1
+constexpr int64_t NC = 4096;  // columns per shared B block (4 MiB per slice)
+constexpr int64_t MC = 192;   // rows per A block (192 KiB per slice, in L2)
 // Tiles of MR x NR: 24 accumulators + 2 B vectors of the 32 zmm; 8-row tiles for a C of
-// few rows that they pad less (M = 16: no padding instead of 8 rows).
-constexpr int MR = 12, SHORT_MR = 8, NR = 32;
+// few rows that they pad less (M = 16: no padding instead of 8 rows); 4-row ones for M <= 4
+// (a decoder step), half the multiply-adds of an 8-row tile.
+constexpr int MR = 12, SHORT_MR = 8, TINY_MR = 4, NR = 32;
+// B panels a thread packs at a time for itself (C of one row block): 256 KiB, in L2.
+constexpr int64_t kPrivatePanels = 8;
+// How many pairs of k ahead the packer asks for the rows of B stored [K, N].
+constexpr int64_t kPrefetchPairs = 8;
+
+int tile_rows_for(int64_t M) {
+  if (M <= TINY_MR) return TINY_MR;
+  return M <= MC && round_up(M, SHORT_MR) < round_up(M, MR) ? SHORT_MR : MR;
+}
 constexpr double kParallelMinWork = 1 << 18;
 
 // op(X)(r, k) = data[r * row_stride + k * k_stride], as in gemm.h.
@@ -70,6 +80,16 @@ __attribute__((target("avx512f,avx512bw"))) void pack_pairs_across(const Operand
     const uint16_t* even = s.data + r0 * s.row_stride + (k0 + 2 * p) * s.k_stride;
     const uint16_t* odd = even + s.k_stride;
     const bool has_odd = p < full;
+    if (s.row_stride == 1 && p + kPrefetchPairs < full) {
+      // The rows are short (one thread's few panels): ask for them well ahead, line by line,
+      // as the prefetcher would not start such streams in time on its own.
+      const char* ahead = reinterpret_cast<const char*>(even + 2 * kPrefetchPairs * s.k_stride);
+      const int64_t stride = s.k_stride * int64_t(sizeof(uint16_t));
+      for (int64_t line = 0; line < n * int64_t(sizeof(uint16_t)); line += 64) {
+        _mm_prefetch(ahead + line, _MM_HINT_T0);
+        _mm_prefetch(ahead + stride + line, _MM_HINT_T0);
+      }
+    }
     for (int64_t q = 0; q < n; q += R) {
       const int64_t rows = std::min<int64_t>(R, n - q);
       uint32_t* d = dst + q * pairs + p * R;  // panel q / R starts at q * pairs
@@ -168,31 +188,32 @@ bool detect() {
 }
 
 // One k slice for rows [i0, i0 + m) and the panels [q0, q1) of the column block at jc:
-// tiles of the packed A block (panels of R rows) times the packed B block, into C (added
-// unless `first`).
+// tiles of the packed A block (panels of R rows) times packed B panels (b_panels: panel q0,
+// then the next ones), into C (added unless `first`).
 template <int R>
-void multiply_panels(int64_t pairs, const uint32_t* a, int64_t m, const uint32_t* b_block,
+void multiply_panels(int64_t pairs, const uint32_t* a, int64_t m, const uint32_t* b_panels,
                      int64_t q0, int64_t q1, int64_t nc, float* C, int64_t ldc, int64_t i0,
                      int64_t jc, bool first) {
 #if defined(__x86_64__) || defined(__i386__)
   alignas(64) float edge[R * NR];  // a whole tile where C's edge cuts one
   for (int64_t q = q0; q < q1; ++q) {
     const int64_t j0 = q * NR, n = std::min<int64_t>(NR, nc - j0);
+    const uint32_t* b = b_panels + (q - q0) * NR * pairs;
     for (int64_t ir = 0; ir < m; ir += R) {
       const int64_t mr = std::min<int64_t>(R, m - ir);
       float* c = C + (i0 + ir) * ldc + jc + j0;
       if (mr == R && n == NR) {
-        microkernel<R>(pairs, a + ir * pairs, b_block + j0 * pairs, c, ldc, !first);
+        microkernel<R>(pairs, a + ir * pairs, b, c, ldc, !first);
         continue;
       }
-      microkernel<R>(pairs, a + ir * pairs, b_block + j0 * pairs, edge, NR, false);
+      microkernel<R>(pairs, a + ir * pairs, b, edge, NR, false);
       for (int64_t r = 0; r < mr; ++r)
         for (int64_t j = 0; j < n; ++j)
           c[r * ldc + j] = first ? edge[r * NR + j] : c[r * ldc + j] + edge[r * NR + j];
     }
   }
 #else
-  (void)pairs, (void)a, (void)m, (void)b_block, (void)q0, (void)q1, (void)nc, (void)C, (void)ldc,
+  (void)pairs, (void)a, (void)m, (void)b_panels, (void)q0, (void)q1, (void)nc, (void)C, (void)ldc,
       (void)i0, (void)jc, (void)first;
 #endif
 }
@@ -219,37 +240,49 @@ void bf16_gemm(int64_t M, int64_t N, int64_t K, const uint16_t* a, int64_t lda, 
 
   const double flops = double(M) * double(N) * double(K);
   const int nt = flops < kParallelMinWork ? 1 : max_threads();
-  const bool short_tiles = M <= MC && ceil_div(M, SHORT_MR) * SHORT_MR < ceil_div(M, MR) * MR;
-  const int R = short_tiles ? SHORT_MR : MR;
+  const int tile_rows = tile_rows_for(M);
   // Which thread computes a tile changes no result.
-  const ThreadSplit work = split_work(M, N, nt, R, NR, MC, NC);
+  const ThreadSplit work = split_work(M, N, nt, tile_rows, NR, MC, NC);
   const int64_t n_iblocks = work.n_iblocks, n_splits = work.n_splits, mc_max = work.mc;
   const int64_t kp_max = ceil_div(std::min(K, KC), 2);
   const int64_t nc_max = round_up(std::min(N, NC), NR);
   // B packed by each split for itself (a single row block: no thread waits for another),
   // else by all threads together, one contiguous range of panels each, for all row blocks.
   const bool b_private = n_iblocks == 1;
-  const int64_t split_panels = ceil_div(nc_max / NR, n_splits);  // the most a split takes
 
-  // Allocate before the parallel region: nothing may throw inside it.
-  auto b_pack = aligned_array<uint32_t>(std::max(nc_max, split_panels * n_splits * NR) * kp_max);
+  // Allocate before the parallel region: nothing may throw inside it. A shared B block, or
+  // each thread's kPrivatePanels.
+  auto b_pack = aligned_array<uint32_t>(std::max(nc_max, nt * kPrivatePanels * NR) * kp_max);
   auto a_pack = aligned_array<uint32_t>(nt * mc_max * kp_max);
 
 #pragma omp parallel num_threads(nt)
   {
     uint32_t* a_mine = a_pack.get() + thread_id() * mc_max * kp_max;
+    uint32_t* b_mine = b_pack.get() + thread_id() * kPrivatePanels * NR * kp_max;
     for (int64_t jc = 0; jc < N; jc += NC) {
       const int64_t nc = std::min(NC, N - jc), n_panels = ceil_div(nc, NR);
       for (int64_t pc = 0; pc < K; pc += KC) {
         const int64_t kc = std::min(KC, K - pc), pairs = ceil_div(kc, 2);
-        // Panels [q0, q1) of this slice, panel q at block + q * NR * pairs.
-        auto pack_b = [&](int64_t q0, int64_t q1, uint32_t* block) {
-          pack_pairs(B, jc + q0 * NR, std::min(nc, q1 * NR) - q0 * NR, pc, kc, NR, block + q0 * NR * pairs);
+        // Panels [q0, q1) of this slice at dst.
+        auto pack_b = [&](int64_t q0, int64_t q1, uint32_t* dst) {
+          pack_pairs(B, jc + q0 * NR, std::min(nc, q1 * NR) - q0 * NR, pc, kc, NR, dst);
+        };
+        auto multiply = [&](const uint32_t* a, int64_t m, const uint32_t* b_panels, int64_t q0,
+                            int64_t q1, int64_t i0) {
+          if (tile_rows == TINY_MR)
+            multiply_panels<TINY_MR>(pairs, a, m, b_panels, q0, q1, nc, C, ldc, i0, jc, pc == 0);
+          else if (tile_rows == SHORT_MR)
+            multiply_panels<SHORT_MR>(pairs, a, m, b_panels, q0, q1, nc, C, ldc, i0, jc, pc == 0);
+          else
+            multiply_panels<MR>(pairs, a, m, b_panels, q0, q1, nc, C, ldc, i0, jc, pc == 0);
         };
         if (!b_private) {
 #pragma omp for schedule(static)
           for (int64_t part = 0; part < nt; ++part)
-            pack_b(n_panels * part / nt, n_panels * (part + 1) / nt, b_pack.get());
+          {
+            const int64_t q0 = n_panels * part / nt;
+            pack_b(q0, n_panels * (part + 1) / nt, b_pack.get() + q0 * NR * pairs);
+          }
           // (implicit barrier: the B block is complete)
         }
         // Static schedule: each item (and so each C tile) has the same thread in every
@@ -258,23 +291,22 @@ void bf16_gemm(int64_t M, int64_t N, int64_t K, const uint16_t* a, int64_t lda, 
 #pragma omp for schedule(static) nowait
         for (int64_t item = 0; item < n_iblocks * n_splits; ++item) {
           const int64_t ib = item / n_splits, split = item % n_splits;
-          const int64_t i0 = work.row(ib, R), m = std::min(work.row(ib + 1, R), M) - i0;
+          const int64_t i0 = work.row(ib, tile_rows), m = std::min(work.row(ib + 1, tile_rows), M) - i0;
           if (ib != packed_block) {
-            pack_pairs(A, i0, m, pc, kc, R, a_mine);
+            pack_pairs(A, i0, m, pc, kc, tile_rows, a_mine);
             packed_block = ib;
           }
           const int64_t q0 = n_panels * split / n_splits, q1 = n_panels * (split + 1) / n_splits;
-          uint32_t* b_panels = b_pack.get();
-          if (b_private) {
-            // The split's own part of b_pack, the same in every slice and column block (the
-            // other threads' next ones do not wait).
-            b_panels += (split * split_panels * kp_max - q0 * pairs) * NR;
-            pack_b(q0, q1, b_panels);
+          if (!b_private) {
+            multiply(a_mine, m, b_pack.get() + q0 * NR * pairs, q0, q1, i0);
+            continue;
           }
-          if (short_tiles)
-            multiply_panels<SHORT_MR>(pairs, a_mine, m, b_panels, q0, q1, nc, C, ldc, i0, jc, pc == 0);
-          else
-            multiply_panels<MR>(pairs, a_mine, m, b_panels, q0, q1, nc, C, ldc, i0, jc, pc == 0);
+          // A few panels at a time into the thread's own buffer, used while in L2.
+          for (int64_t qa = q0; qa < q1; qa += kPrivatePanels) {
+            const int64_t qb = std::min(q1, qa + kPrivatePanels);
+            pack_b(qa, qb, b_mine);
+            multiply(a_mine, m, b_mine, qa, qb, i0);
+          }
         }
         if (!b_private) {
 #pragma omp barrier
