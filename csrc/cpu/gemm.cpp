@@ -31,12 +31,14 @@ namespace unet::cpu {
 namespace {
 
 // Depth of a k slice and width of a column block (elements). KC x NR x sizeof(T) is the
-// B micro-panel the micro-kernel streams from L1; NC x KC the shared B block in L2/L3.
-constexpr int64_t KC = 256;
+// B micro-panel the micro-kernel streams for each A tile (64 KiB of float, from L2: few
+// bytes per multiply-add; deeper slices mean fewer passes over C, whose reads and writes
+// two threads share with each other); NC x KC the shared B block in L2/L3.
+constexpr int64_t KC = 512;
 constexpr int64_t NC = 4096;
 // Target rows of an A block: mc x KC stays in a core's L2.
 constexpr int64_t MC = 192;
-// B panels a thread packs at a time for itself (C of one row block): 128 KiB of float, in L2.
+// B panels a thread packs at a time for itself (C of one row block): 512 KiB of float, in L2.
 constexpr int64_t kPrivatePanels = 8;
 // Below this many multiply-adds a thread team costs more than it saves.
 constexpr double kParallelMinWork = 1 << 18;
