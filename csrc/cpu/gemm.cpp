@@ -349,18 +349,18 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A,
   const ThreadSplit work = split_work(M, N, nt, MR, NR, MC, NC);
   const int64_t n_iblocks = work.n_iblocks, n_splits = work.n_splits, mc = work.mc;
 
-  // Allocate before the parallel region: nothing may throw inside it.
-  const int64_t kc_max = std::clamp<int64_t>(K, 1, KC);
-  const int64_t nc_max = round_up(std::min(N, NC), NR);
-  // A shared B block, or each thread's kPrivatePanels.
-  auto b_pack = aligned_array<T>(prepacked ? 1 : std::max(nc_max, nt * kPrivatePanels * NR) * kc_max);
-  auto a_pack = aligned_array<T>(nt * mc * kc_max);
-
   // Who packs B: nobody (prepacked), each thread the panels it multiplies (a single row
   // block: nothing is shared, so no thread waits for another), or the threads together, one
   // contiguous range of panels each, for all the row blocks.
   const bool b_private = !prepacked && n_iblocks == 1;
   const bool b_shared = !prepacked && !b_private;
+
+  // Allocate before the parallel region: nothing may throw inside it. B: the shared block,
+  // or each thread's kPrivatePanels.
+  const int64_t kc_max = std::clamp<int64_t>(K, 1, KC);
+  const int64_t b_cols = b_shared ? round_up(std::min(N, NC), NR) : b_private ? nt * kPrivatePanels * NR : 0;
+  auto b_pack = aligned_array<T>(b_cols * kc_max);
+  auto a_pack = aligned_array<T>(nt * mc * kc_max);
 
 #pragma omp parallel num_threads(nt)
   {

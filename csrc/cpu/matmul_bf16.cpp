@@ -246,13 +246,14 @@ void bf16_gemm(int64_t M, int64_t N, int64_t K, const uint16_t* a, int64_t lda, 
   const int64_t n_iblocks = work.n_iblocks, n_splits = work.n_splits, mc_max = work.mc;
   const int64_t kp_max = ceil_div(std::min(K, KC), 2);
   const int64_t nc_max = round_up(std::min(N, NC), NR);
-  // B packed by each split for itself (a single row block: no thread waits for another),
-  // else by all threads together, one contiguous range of panels each, for all row blocks.
+  // B packed by each thread for the panels it multiplies, a few at a time (a single row
+  // block: no thread waits for another), else by all threads together, one contiguous range
+  // of panels each, for all row blocks.
   const bool b_private = n_iblocks == 1;
 
   // Allocate before the parallel region: nothing may throw inside it. A shared B block, or
   // each thread's kPrivatePanels.
-  auto b_pack = aligned_array<uint32_t>(std::max(nc_max, nt * kPrivatePanels * NR) * kp_max);
+  auto b_pack = aligned_array<uint32_t>((b_private ? nt * kPrivatePanels * NR : nc_max) * kp_max);
   auto a_pack = aligned_array<uint32_t>(nt * mc_max * kp_max);
 
 #pragma omp parallel num_threads(nt)
