@@ -38,8 +38,8 @@ constexpr int64_t KC = 512;
 constexpr int64_t NC = 4096;
 // Target rows of an A block: mc x KC stays in a core's L2.
 constexpr int64_t MC = 192;
-// B panels a thread packs at a time for itself (C of one row block): 512 KiB of float, in L2.
-constexpr int64_t kPrivatePanels = 8;
+// B panels a thread packs at a time for itself (C of one row block): 256 KiB of float, in L2.
+constexpr int64_t kPrivatePanels = 4;
 // Below this many multiply-adds a thread team costs more than it saves.
 constexpr double kParallelMinWork = 1 << 18;
 
