@@ -3,7 +3,11 @@
 //   for each NC-wide block of columns (jc)      B block kc x nc packed once, shared
 //     for each KC-deep slice of k (pc)          A block mc x kc packed per thread (L2)
 //       for each MR x NR tile of C              micro-kernel: kc rank-1 updates held
-//                                               in registers, B micro-panel in L1
+//                                               in registers, B micro-panel in L1/L2
+//
+// A C of few rows (one row block) is cut by columns instead, and each thread packs the B
+// panels it multiplies, a few at a time, while the previous ones are still in L2: no B
+// block is shared, so no thread waits for another.
 //
 // Packing copies operands into the exact order the micro-kernel reads them, whatever
 // their strides, so one micro-kernel serves every transposition. The micro-kernel is

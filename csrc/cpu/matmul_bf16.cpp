@@ -4,6 +4,8 @@
 //     for each KC-deep slice of k          A block (MC rows) packed per thread
 //       for each MR x NR tile of C         micro-kernel: MR x 2 zmm accumulators
 //
+// and a C of few rows, as there, cut by columns, each thread packing its own B panels.
+//
 // Packing stores each operand as pairs of consecutive k (two bfloat16 in 32 bits), the unit
 // vdpbf16ps multiplies: acc[j] += a(i,k) b(k,j) + a(i,k+1) b(k+1,j) for 16 columns j at a
 // time, with the A pair broadcast. An odd K is padded with a zero. Every C element is summed
