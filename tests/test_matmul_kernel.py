@@ -354,8 +354,9 @@ import sys, ml_dtypes, numpy as np
 from unet import _C
 rng = np.random.default_rng(4)
 out = {}
+# (1, 3, 4200, 1101): 4-row tiles, each thread packing its own B, past one NC block and two KC slices
 for i, (P, M, N, K) in enumerate([(1, 300, 280, 600), (1, 7, 4200, 91), (6, 33, 65, 1), (3, 1, 1, 513),
-                                  (2, 200, 40, 257)]):
+                                  (2, 200, 40, 257), (1, 3, 4200, 1101)]):
     for trans_a in (False, True):
         for trans_b in (False, True):
             a = rng.standard_normal((P, K, M) if trans_a else (P, M, K)).astype(ml_dtypes.bfloat16)
