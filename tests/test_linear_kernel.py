@@ -22,7 +22,7 @@ from unet import _C
 ACTIVATIONS = ["none", "relu", "gelu", "tanh", "sigmoid"]
 DTYPES = [np.float32, np.float64]
 # (M, N, K): zeros in every position, odd primes, and sizes past the CPU GEMM's blocks
-# (KC = 256 deep, NC = 4096 wide) and its thread split (over rows; over columns when
+# (KC = 512 deep, NC = 4096 wide) and its thread split (over rows; over columns when
 # M is small).
 SHAPES = [
     (0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0), (1, 1, 1), (3, 7, 17), (17, 3, 7),

@@ -316,7 +316,9 @@ from unet import _C
 rng = np.random.default_rng(3)
 h = hashlib.sha256()
 for dtype in (np.float32, np.float16, ml_dtypes.bfloat16):
-    for (P, M, N, K) in [(1, 300, 280, 600), (1, 7, 3000, 90), (40, 9, 17, 33)]:
+    # (1, 3, 9000, 600): a few rows, columns past one NC block and k past one KC slice, each
+    # thread packing its own B
+    for (P, M, N, K) in [(1, 300, 280, 600), (1, 7, 3000, 90), (40, 9, 17, 33), (1, 3, 9000, 600)]:
         for trans_a, trans_b in [(False, True), (True, False)]:
             a = rng.standard_normal((P, K, M) if trans_a else (P, M, K)).astype(dtype)
             b = rng.standard_normal((P, N, K) if trans_b else (P, K, N)).astype(dtype)
@@ -352,8 +354,9 @@ import sys, ml_dtypes, numpy as np
 from unet import _C
 rng = np.random.default_rng(4)
 out = {}
+# (1, 3, 4200, 1101): 4-row tiles, each thread packing its own B, past one NC block and two KC slices
 for i, (P, M, N, K) in enumerate([(1, 300, 280, 600), (1, 7, 4200, 91), (6, 33, 65, 1), (3, 1, 1, 513),
-                                  (2, 200, 40, 257)]):
+                                  (2, 200, 40, 257), (1, 3, 4200, 1101)]):
     for trans_a in (False, True):
         for trans_b in (False, True):
             a = rng.standard_normal((P, K, M) if trans_a else (P, M, K)).astype(ml_dtypes.bfloat16)

@@ -3,7 +3,11 @@
 //   for each NC-wide block of columns (jc)      B block kc x nc packed once, shared
 //     for each KC-deep slice of k (pc)          A block mc x kc packed per thread (L2)
 //       for each MR x NR tile of C              micro-kernel: kc rank-1 updates held
-//                                               in registers, B micro-panel in L1
+//                                               in registers, B micro-panel in L1/L2
+//
+// A C of few rows (one row block) is cut by columns instead, and each thread packs the B
+// panels it multiplies, a few at a time, while the previous ones are still in L2: no B
+// block is shared, so no thread waits for another.
 //
 // Packing copies operands into the exact order the micro-kernel reads them, whatever
 // their strides, so one micro-kernel serves every transposition. The micro-kernel is
@@ -19,7 +23,9 @@
 #include <new>
 #include <string>
 
+#include "gemm_split.h"
 #include "threads.h"
+#include "transpose16.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -29,16 +35,17 @@ namespace unet::cpu {
 namespace {
 
 // Depth of a k slice and width of a column block (elements). KC x NR x sizeof(T) is the
-// B micro-panel the micro-kernel streams from L1; NC x KC the shared B block in L2/L3.
-constexpr int64_t KC = 256;
+// B micro-panel the micro-kernel streams for each A tile (64 KiB of float, from L2: few
+// bytes per multiply-add; deeper slices mean fewer passes over C, whose reads and writes
+// two threads share with each other); NC x KC the shared B block in L2/L3.
+constexpr int64_t KC = 512;
 constexpr int64_t NC = 4096;
 // Target rows of an A block: mc x KC stays in a core's L2.
 constexpr int64_t MC = 192;
+// B panels a thread packs at a time for itself (C of one row block): 256 KiB of float, in L2.
+constexpr int64_t kPrivatePanels = 4;
 // Below this many multiply-adds a thread team costs more than it saves.
 constexpr double kParallelMinWork = 1 << 18;
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 // C[MR x NR] (row stride ldc) = sum over p < kc of the outer products of a[p*MR ..] and
 // b[p*NR ..] (NR = NV vectors of VB bytes), added to C's old values when `accumulate`.
@@ -90,6 +97,10 @@ struct MicroKernel {
   // a recurrent step's M = batch of 16, 32 or 64 fills 8-row tiles exactly, not 12-row ones.
   MicroKernelFn<T> short_fn;
   int short_mr;
+  // Fewer still for a C of a few rows (a decoder step, M = 1..4), where the work is reading B
+  // and the padded rows of a larger tile would double the multiply-adds.
+  MicroKernelFn<T> tiny_fn;
+  int tiny_mr;
   const char* isa;
 };
 
@@ -107,9 +118,13 @@ using Avx512Tile = TileShape<T, 12, 64>;
 template <typename T>
 using Avx512ShortTile = TileShape<T, 8, 64>;
 template <typename T>
+using Avx512TinyTile = TileShape<T, 4, 64>;
+template <typename T>
 using Avx2Tile = TileShape<T, 6, 32>;
 template <typename T>
 using Avx2ShortTile = TileShape<T, 4, 32>;
+template <typename T>
+using Avx2TinyTile = TileShape<T, 2, 32>;
 template <typename T>
 using GenericTile = TileShape<T, 4, 16>;
 
@@ -133,10 +148,11 @@ void microkernel_generic(int64_t kc, const T* a, const T* b, T* c, int64_t ldc,
   microkernel<T, S::mr, S::nv, S::vb>(kc, a, b, c, ldc, accumulate);
 }
 
-template <typename T, typename S, typename Short>
-MicroKernel<T> make_microkernel(MicroKernelFn<T> fn, MicroKernelFn<T> short_fn, const char* isa) {
-  static_assert(S::nr == Short::nr);
-  return {fn, S::mr, S::nr, short_fn, Short::mr, isa};
+template <typename T, typename S, typename Short, typename Tiny>
+MicroKernel<T> make_microkernel(MicroKernelFn<T> fn, MicroKernelFn<T> short_fn,
+                                MicroKernelFn<T> tiny_fn, const char* isa) {
+  static_assert(S::nr == Short::nr && S::nr == Tiny::nr);
+  return {fn, S::mr, S::nr, short_fn, Short::mr, tiny_fn, Tiny::mr, isa};
 }
 
 // The widest micro-kernel this CPU runs. UNET_CPU_ISA=avx2 or =generic picks a narrower
@@ -148,14 +164,16 @@ MicroKernel<T> pick_microkernel() {
   if (want != "avx2" && want != "generic") want.clear();
 #if defined(__x86_64__) || defined(__i386__)
   if (want.empty() && __builtin_cpu_supports("avx512f"))
-    return make_microkernel<T, Avx512Tile<T>, Avx512ShortTile<T>>(
-        microkernel_avx512<T, Avx512Tile<T>>, microkernel_avx512<T, Avx512ShortTile<T>>, "avx512");
+    return make_microkernel<T, Avx512Tile<T>, Avx512ShortTile<T>, Avx512TinyTile<T>>(
+        microkernel_avx512<T, Avx512Tile<T>>, microkernel_avx512<T, Avx512ShortTile<T>>,
+        microkernel_avx512<T, Avx512TinyTile<T>>, "avx512");
   if (want != "generic" && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return make_microkernel<T, Avx2Tile<T>, Avx2ShortTile<T>>(
-        microkernel_avx2<T, Avx2Tile<T>>, microkernel_avx2<T, Avx2ShortTile<T>>, "avx2");
+    return make_microkernel<T, Avx2Tile<T>, Avx2ShortTile<T>, Avx2TinyTile<T>>(
+        microkernel_avx2<T, Avx2Tile<T>>, microkernel_avx2<T, Avx2ShortTile<T>>,
+        microkernel_avx2<T, Avx2TinyTile<T>>, "avx2");
 #endif
-  return make_microkernel<T, GenericTile<T>, GenericTile<T>>(
-      microkernel_generic<T>, microkernel_generic<T>, "generic");
+  return make_microkernel<T, GenericTile<T>, GenericTile<T>, GenericTile<T>>(
+      microkernel_generic<T>, microkernel_generic<T>, microkernel_generic<T>, "generic");
 }
 
 template <typename T>
@@ -163,6 +181,16 @@ const MicroKernel<T>& microkernel_for_this_cpu() {
   static const MicroKernel<T> k = pick_microkernel<T>();
   return k;
 }
+
+#if defined(__x86_64__) || defined(__i386__)
+bool cpu_has_avx512f() {
+  static const bool has = __builtin_cpu_supports("avx512f");
+  return has;
+}
+#endif
+
+// How many k ahead the packer asks for the rows of an operand whose k runs across rows.
+constexpr int64_t kPrefetchRows = 16;
 
 // Packs rows [r0, r0+n) x k in [k0, k0+kc) of an operand into panels of R rows, each
 // panel k-major (dst[p*R + r]) as the micro-kernel reads it; the last panel is padded
@@ -175,26 +203,56 @@ void pack_impl(const GemmOperand<T>& s, int64_t r0, int64_t n, int64_t k0, int64
     if constexpr (kDeriv) v *= activation_derivative(s.dact, s.dpre[offset]);
     return v;
   };
-  for (int64_t q = 0; q < n; q += R, dst += R * kc) {
-    const int64_t rows = std::min<int64_t>(R, n - q);
-    if (rows < R) std::fill(dst, dst + R * kc, T(0));
-    if (s.k_stride == 1) {
+  if (n % R) {  // the last panel's missing rows
+    T* last = dst + n / R * R * kc;
+    std::fill(last, last + R * kc, T(0));
+  }
+  if (s.k_stride == 1) {
+    for (int64_t q = 0; q < n; q += R, dst += R * kc) {
+      const int64_t rows = std::min<int64_t>(R, n - q);
+      int64_t done = 0;  // k packed by whole 16 x 16 blocks (full panels of float B)
+#if defined(__x86_64__) || defined(__i386__)
+      if constexpr (!kDeriv && sizeof(T) == 4) {
+        if (rows == R && R % 16 == 0 && cpu_has_avx512f())
+          for (; done + 16 <= kc; done += 16)
+            for (int i0 = 0; i0 < R; i0 += 16)
+              transpose16x16_32bit(s.data + (r0 + q + i0) * s.row_stride + k0 + done,
+                                   s.row_stride * int64_t(sizeof(T)), dst + done * R + i0,
+                                   R * int64_t(sizeof(T)));
+      }
+#endif
       // Rows run along k: copy a strip of kStrip values from one row, then the next. A
       // strip is long enough for the hardware prefetcher to stream the row and short enough
       // for the packed strip to stay in L1. (Reading all rows side by side, one k at a
       // time, thrashes L1 when the row stride is a multiple of 4 KiB.)
       constexpr int64_t kStrip = 128;
-      for (int64_t p0 = 0; p0 < kc; p0 += kStrip) {
+      for (int64_t p0 = done; p0 < kc; p0 += kStrip) {
         const int64_t p1 = std::min(kc, p0 + kStrip);
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t base = (r0 + q + r) * s.row_stride + k0;
           for (int64_t p = p0; p < p1; ++p) dst[p * R + r] = value(base + p);
         }
       }
-    } else {
-      for (int64_t p = 0; p < kc; ++p) {
-        const int64_t base = (r0 + q) * s.row_stride + (k0 + p) * s.k_stride;
-        for (int64_t r = 0; r < rows; ++r) dst[p * R + r] = value(base + r * s.row_stride);
+    }
+  } else {
+    // k runs across rows (B = W [K, N] in x W): each k is read along all n rows before the
+    // next, one stream the prefetcher follows, and scattered to the panels. (Panel by panel,
+    // every k would be a separate short stream, each line a cache miss of its own.)
+    for (int64_t p = 0; p < kc; ++p) {
+      const int64_t base = r0 * s.row_stride + (k0 + p) * s.k_stride;
+      if (s.row_stride == 1 && p + kPrefetchRows < kc) {
+        // The rows are short (one thread's few panels): ask for one well ahead, line by
+        // line, as the prefetcher would not start such a stream in time on its own.
+        const char* ahead = reinterpret_cast<const char*>(s.data + base + kPrefetchRows * s.k_stride);
+        for (int64_t line = 0; line < n * int64_t(sizeof(T)); line += 64) __builtin_prefetch(ahead + line);
+      }
+      for (int64_t q = 0; q < n; q += R) {
+        const int64_t rows = std::min<int64_t>(R, n - q);
+        T* d = dst + q * kc + p * R;  // panel q / R starts at q * kc
+        if (s.row_stride == 1)
+          for (int64_t r = 0; r < rows; ++r) d[r] = value(base + q + r);
+        else
+          for (int64_t r = 0; r < rows; ++r) d[r] = value(base + (q + r) * s.row_stride);
       }
     }
   }
@@ -236,8 +294,8 @@ void apply_epilogue(const GemmEpilogue<T>& ep, int64_t m, int64_t n, T* C, int64
   }
 }
 
-// The micro-kernel for a C of M rows: the short tiles where C has few rows and they pad
-// fewer of them.
+// The micro-kernel for a C of M rows: the tiny tiles where they hold all M rows, the short
+// ones where C has few rows and they pad fewer of them.
 template <typename T>
 struct Tiles {
   MicroKernelFn<T> fn;
@@ -247,54 +305,37 @@ struct Tiles {
 template <typename T>
 Tiles<T> tiles_for(int64_t M) {
   const MicroKernel<T>& uk = microkernel_for_this_cpu<T>();
+  if (M <= uk.tiny_mr) return {uk.tiny_fn, uk.tiny_mr, uk.nr};
   if (M <= MC && round_up(M, uk.short_mr) < round_up(M, uk.mr))
     return {uk.short_fn, uk.short_mr, uk.nr};
   return {uk.fn, uk.mr, uk.nr};
 }
 
 // One k slice (kc deep) for rows [i0, i0 + m) of C and the panels [q0, q1) of the column
-// block at jc (nc wide): a packed A block (m rows) times a packed B block, added to C
-// unless `first`, then the epilogue after the `last` slice, while the tile is in L1.
+// block at jc (nc wide): a packed A block (m rows) times packed B panels (b_panels: panel q0,
+// then the next ones), added to C unless `first`, then the epilogue after the `last` slice,
+// while the tile is in L1.
 template <typename T>
-void multiply_panels(const Tiles<T>& t, int64_t kc, const T* a, int64_t m, const T* b_block,
+void multiply_panels(const Tiles<T>& t, int64_t kc, const T* a, int64_t m, const T* b_panels,
                      int64_t q0, int64_t q1, int64_t nc, T* C, int64_t ldc, int64_t i0,
                      int64_t jc, bool first, bool last, const GemmEpilogue<T>& ep) {
   alignas(64) T edge[kMaxTile];  // a whole tile for the micro-kernel at C's edges
   const int MR = t.mr, NR = t.nr;
   for (int64_t q = q0; q < q1; ++q) {
     const int64_t j0 = q * NR, n = std::min<int64_t>(NR, nc - j0);
+    const T* b = b_panels + (q - q0) * NR * kc;
     for (int64_t ir = 0; ir < m; ir += MR) {
       const int64_t mr = std::min<int64_t>(MR, m - ir);
       T* c = C + (i0 + ir) * ldc + jc + j0;
       if (mr == MR && n == NR) {
-        t.fn(kc, a + ir * kc, b_block + j0 * kc, c, ldc, !first);
+        t.fn(kc, a + ir * kc, b, c, ldc, !first);
       } else {
-        t.fn(kc, a + ir * kc, b_block + j0 * kc, edge, NR, false);
+        t.fn(kc, a + ir * kc, b, edge, NR, false);
         store_partial_tile(edge, NR, mr, n, c, ldc, !first);
       }
       if (last) apply_epilogue(ep, mr, n, C, ldc, i0 + ir, jc + j0);
     }
   }
-}
-
-// How the threads share C: row blocks, a multiple of nt of them, each block's columns cut
-// into n_splits parts when there are fewer blocks than threads. The blocks share out the
-// MR-row tiles evenly (block ib: tiles [tiles * ib / n, tiles * (ib + 1) / n)), so that the
-// threads' shares differ by at most a tile per block. A skinny C (M within one block, as in
-// a recurrent step's h W^T with M = batch) is cut by columns only, so that each thread
-// streams its own part of B instead of all of it.
-struct ThreadSplit {
-  int64_t n_iblocks, n_splits;
-  int64_t tiles, mc;  // MR-row tiles in all; rows of the tallest block
-  int64_t row(int64_t ib, int MR) const { return tiles * ib / n_iblocks * MR; }
-};
-
-ThreadSplit split_work(int64_t M, int64_t N, int nt, int MR, int NR) {
-  const int64_t tiles = ceil_div(M, MR);
-  if (M <= MC && ceil_div(std::min(N, NC), NR) >= 2 * nt) return {1, nt, tiles, tiles * MR};
-  const int64_t n_iblocks = std::min(round_up(ceil_div(M, MC), nt), tiles);
-  return {n_iblocks, n_iblocks < nt ? ceil_div(nt, n_iblocks) : 1, tiles,
-          ceil_div(tiles, n_iblocks) * MR};
 }
 
 // The blocked product. B comes either as an operand packed here, block by block, or
@@ -309,18 +350,26 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A,
 
   const double flops = double(M) * double(N) * double(std::max<int64_t>(K, 1));
   const int nt = flops < kParallelMinWork ? 1 : max_threads();
-  const ThreadSplit work = split_work(M, N, nt, MR, NR);
+  const ThreadSplit work = split_work(M, N, nt, MR, NR, MC, NC);
   const int64_t n_iblocks = work.n_iblocks, n_splits = work.n_splits, mc = work.mc;
 
-  // Allocate before the parallel region: nothing may throw inside it.
+  // Who packs B: nobody (prepacked), each thread the panels it multiplies (a single row
+  // block: nothing is shared, so no thread waits for another), or the threads together, one
+  // contiguous range of panels each, for all the row blocks.
+  const bool b_private = !prepacked && n_iblocks == 1;
+  const bool b_shared = !prepacked && !b_private;
+
+  // Allocate before the parallel region: nothing may throw inside it. B: the shared block,
+  // or each thread's kPrivatePanels.
   const int64_t kc_max = std::clamp<int64_t>(K, 1, KC);
-  const int64_t nc_max = round_up(std::min(N, NC), NR);
-  auto b_pack = aligned_array<T>(prepacked ? 1 : nc_max * kc_max);
+  const int64_t b_cols = b_shared ? round_up(std::min(N, NC), NR) : b_private ? nt * kPrivatePanels * NR : 0;
+  auto b_pack = aligned_array<T>(b_cols * kc_max);
   auto a_pack = aligned_array<T>(nt * mc * kc_max);
 
 #pragma omp parallel num_threads(nt)
   {
     T* a_mine = a_pack.get() + thread_id() * mc * kc_max;
+    T* b_mine = b_pack.get() + thread_id() * kPrivatePanels * NR * kc_max;
 
     for (int64_t jc = 0; jc < N; jc += NC) {
       const int64_t nc = std::min(NC, N - jc);
@@ -330,19 +379,21 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A,
         const int64_t kc = std::min(KC, K - pc);
         const bool first = pc == 0, last = pc + KC >= K;
 
-        const T* b_block = b_pack.get();
-        if (prepacked) {
-          b_block = prepacked + jc * K + round_up(nc, NR) * pc;
-        } else {
+        const T* b_block = prepacked ? prepacked + jc * K + round_up(nc, NR) * pc : b_pack.get();
+        if (b_shared) {
 #pragma omp for schedule(static)
-          for (int64_t q = 0; q < n_panels; ++q)
-            pack(*B, jc + q * NR, std::min<int64_t>(NR, nc - q * NR), pc, kc, NR,
-                 b_pack.get() + q * NR * kc);
+          for (int64_t part = 0; part < nt; ++part) {  // a contiguous range of panels each
+            const int64_t q0 = n_panels * part / nt, q1 = n_panels * (part + 1) / nt;
+            pack(*B, jc + q0 * NR, std::min(nc, q1 * NR) - q0 * NR, pc, kc, NR,
+                 b_pack.get() + q0 * NR * kc);
+          }
           // (implicit barrier: the B block is complete)
         }
 
+        // Static schedule: each item (and so each C tile) has the same thread in every
+        // slice, which therefore needs no barrier unless B is shared.
         int64_t packed_block = -1;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (int64_t item = 0; item < n_iblocks * n_splits; ++item) {
           const int64_t ib = item / n_splits, split = item % n_splits;
           const int64_t i0 = work.row(ib, MR), m = std::min(work.row(ib + 1, MR), M) - i0;
@@ -351,10 +402,23 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const GemmOperand<T>& A,
             packed_block = ib;
           }
           const int64_t q0 = n_panels * split / n_splits, q1 = n_panels * (split + 1) / n_splits;
-          multiply_panels(tiles, kc, a_mine, m, b_block, q0, q1, nc, C, ldc, i0, jc, first, last,
-                          ep);
+          if (!b_private) {
+            multiply_panels(tiles, kc, a_mine, m, b_block + q0 * NR * kc, q0, q1, nc, C, ldc, i0,
+                            jc, first, last, ep);
+            continue;
+          }
+          // A few panels at a time into the thread's own buffer, used while in L2.
+          for (int64_t qa = q0; qa < q1; qa += kPrivatePanels) {
+            const int64_t qb = std::min(q1, qa + kPrivatePanels);
+            pack(*B, jc + qa * NR, std::min(nc, qb * NR) - qa * NR, pc, kc, NR, b_mine);
+            multiply_panels(tiles, kc, a_mine, m, b_mine, qa, qb, nc, C, ldc, i0, jc, first, last,
+                            ep);
+          }
         }
-        // (implicit barrier: nobody still reads the B block the next slice overwrites)
+        if (b_shared) {
+#pragma omp barrier
+          // (nobody still reads the B block the next slice overwrites)
+        }
       }
     }
   }
@@ -441,7 +505,7 @@ void gemm_packed_columns(int64_t M, const T* a_packed, const PackedOperand<T>& B
     for (int64_t pc = 0; pc == 0 || pc < K; pc += KC) {
       const int64_t kc = std::min(KC, K - pc);
       multiply_panels(tiles, kc, a_packed + round_up(M, tiles.mr) * pc, M,
-                      B.data.get() + jc * K + round_up(nc, NR) * pc, q0, q1, nc, C, ldc, 0, jc,
+                      B.data.get() + jc * K + round_up(nc, NR) * pc + q0 * NR * kc, q0, q1, nc, C, ldc, 0, jc,
                       pc == 0, pc + KC >= K, ep);
     }
   }

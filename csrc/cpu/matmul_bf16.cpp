@@ -4,6 +4,8 @@
 //     for each KC-deep slice of k          A block (MC rows) packed per thread
 //       for each MR x NR tile of C         micro-kernel: MR x 2 zmm accumulators
 //
+// and a C of few rows, as there, cut by columns, each thread packing its own B panels.
+//
 // Packing stores each operand as pairs of consecutive k (two bfloat16 in 32 bits), the unit
 // vdpbf16ps multiplies: acc[j] += a(i,k) b(k,j) + a(i,k+1) b(k+1,j) for 16 columns j at a
 // time, with the A pair broadcast. An odd K is padded with a zero. Every C element is summed
@@ -16,7 +18,9 @@
 #include <string>
 
 #include "gemm.h"
+#include "gemm_split.h"
 #include "threads.h"
+#include "transpose16.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -28,15 +32,23 @@
 namespace unet::cpu {
 namespace {
 
-constexpr int64_t KC = 256;   // k per slice (128 pairs): the B micro-panel, 16 KiB, in L1
-constexpr int64_t NC = 4096;  // columns per shared B block (2 MiB per slice)
-constexpr int64_t MC = 192;   // rows per A block (96 KiB per slice, in L2)
+constexpr int64_t KC = 512;   // k per slice (256 pairs): the B micro-panel, 32 KiB, in L1
+constexpr int64_t NC = 4096;  // columns per shared B block (4 MiB per slice)
+constexpr int64_t MC = 192;   // rows per A block (192 KiB per slice, in L2)
 // Tiles of MR x NR: 24 accumulators + 2 B vectors of the 32 zmm; 8-row tiles for a C of
-// few rows that they pad less (M = 16: no padding instead of 8 rows).
-constexpr int MR = 12, SHORT_MR = 8, NR = 32;
-constexpr double kParallelMinWork = 1 << 18;
+// few rows that they pad less (M = 16: no padding instead of 8 rows); 4-row ones for M <= 4
+// (a decoder step), half the multiply-adds of an 8-row tile.
+constexpr int MR = 12, SHORT_MR = 8, TINY_MR = 4, NR = 32;
+// B panels a thread packs at a time for itself (C of one row block): 256 KiB, in L2.
+constexpr int64_t kPrivatePanels = 8;
+// How many pairs of k ahead the packer asks for the rows of B stored [K, N].
+constexpr int64_t kPrefetchPairs = 8;
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int tile_rows_for(int64_t M) {
+  if (M <= TINY_MR) return TINY_MR;
+  return M <= MC && round_up(M, SHORT_MR) < round_up(M, MR) ? SHORT_MR : MR;
+}
+constexpr double kParallelMinWork = 1 << 18;
 
 // op(X)(r, k) = data[r * row_stride + k * k_stride], as in gemm.h.
 struct Operand {
@@ -45,34 +57,54 @@ struct Operand {
 };
 
 #if defined(__x86_64__) || defined(__i386__)
-// dst[c * dst_stride + i] = the pair (src[i * src_stride + 2c], src[i * src_stride + 2c + 1])
-// for 16 rows i and 16 pairs c: a 16 x 16 transpose of 32-bit values in registers.
-__attribute__((target("avx512f"))) void transpose_pairs16(const uint16_t* src, int64_t src_stride,
-                                                           uint32_t* dst, int64_t dst_stride) {
-  __m512i r[16], t[16];
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(src + i * src_stride);
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+// dst[c] = the pair (even[c], odd[c]) for 32 columns c: two rows of k interleaved. The qword
+// permute puts columns 4L..4L+3 and 16+4L..16+4L+3 in lane L, where the 16-bit unpacks,
+// which work within lanes, then find them.
+__attribute__((target("avx512f,avx512bw"))) inline void interleave_pairs32(const uint16_t* even,
+                                                                            const uint16_t* odd,
+                                                                            uint32_t* dst) {
+  const __m512i lanes = _mm512_setr_epi64(0, 4, 1, 5, 2, 6, 3, 7);
+  const __m512i e = _mm512_permutexvar_epi64(lanes, _mm512_loadu_si512(even));
+  const __m512i o = _mm512_permutexvar_epi64(lanes, _mm512_loadu_si512(odd));
+  _mm512_storeu_si512(dst, _mm512_unpacklo_epi16(e, o));
+  _mm512_storeu_si512(dst + 16, _mm512_unpackhi_epi16(e, o));
+}
+
+// pack_pairs where k runs across rows (k_stride != 1): each pair of k rows is read along
+// all n columns before the next, one stream the prefetcher follows, and scattered to the
+// panels (panel by panel, every k would be a short stream of its own).
+__attribute__((target("avx512f,avx512bw"))) void pack_pairs_across(const Operand& s, int64_t r0,
+                                                                    int64_t n, int64_t k0,
+                                                                    int64_t kc, int R,
+                                                                    uint32_t* dst) {
+  const int64_t pairs = ceil_div(kc, 2), full = kc / 2;
+  for (int64_t p = 0; p < pairs; ++p) {
+    const uint16_t* even = s.data + r0 * s.row_stride + (k0 + 2 * p) * s.k_stride;
+    const uint16_t* odd = even + s.k_stride;
+    const bool has_odd = p < full;
+    if (s.row_stride == 1 && p + kPrefetchPairs < full) {
+      // The rows are short (one thread's few panels): ask for them well ahead, line by line,
+      // as the prefetcher would not start such streams in time on its own.
+      const char* ahead = reinterpret_cast<const char*>(even + 2 * kPrefetchPairs * s.k_stride);
+      const int64_t stride = s.k_stride * int64_t(sizeof(uint16_t));
+      for (int64_t line = 0; line < n * int64_t(sizeof(uint16_t)); line += 64) {
+        _mm_prefetch(ahead + line, _MM_HINT_T0);
+        _mm_prefetch(ahead + stride + line, _MM_HINT_T0);
+      }
+    }
+    for (int64_t q = 0; q < n; q += R) {
+      const int64_t rows = std::min<int64_t>(R, n - q);
+      uint32_t* d = dst + q * pairs + p * R;  // panel q / R starts at q * pairs
+      if (has_odd && rows == 32 && R == 32 && s.row_stride == 1) {
+        interleave_pairs32(even + q, odd + q, d);
+        continue;
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t off = (q + r) * s.row_stride;
+        d[r] = even[off] | (has_odd ? uint32_t(odd[off]) << 16 : 0u);
+      }
+    }
   }
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-  }
-  // Now r[4g + j] holds, in its 128-bit lane L, rows 4g..4g+3 of column 4L + j.
-  for (int j = 0; j < 4; ++j) {
-    const __m512i g01_even = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x88);  // lanes 0, 2 of g0, g1
-    const __m512i g01_odd = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xdd);   // lanes 1, 3
-    const __m512i g23_even = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0x88);
-    const __m512i g23_odd = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0xdd);
-    t[j] = _mm512_shuffle_i32x4(g01_even, g23_even, 0x88);
-    t[8 + j] = _mm512_shuffle_i32x4(g01_even, g23_even, 0xdd);
-    t[4 + j] = _mm512_shuffle_i32x4(g01_odd, g23_odd, 0x88);
-    t[12 + j] = _mm512_shuffle_i32x4(g01_odd, g23_odd, 0xdd);
-  }
-  for (int c = 0; c < 16; ++c) _mm512_storeu_si512(dst + c * dst_stride, t[c]);
 }
 #endif
 
@@ -82,34 +114,32 @@ __attribute__((target("avx512f"))) void transpose_pairs16(const uint16_t* src, i
 void pack_pairs(const Operand& s, int64_t r0, int64_t n, int64_t k0, int64_t kc, int R,
                 uint32_t* dst) {
   const int64_t pairs = ceil_div(kc, 2), full = kc / 2;
-  for (int64_t q = 0; q < n; q += R, dst += R * pairs) {
-    const int64_t rows = std::min<int64_t>(R, n - q);
-    if (rows < R || full < pairs) std::fill(dst, dst + R * pairs, 0u);
-    const uint16_t* base = s.data + (r0 + q) * s.row_stride + k0 * s.k_stride;
-    if (s.k_stride == 1) {  // rows run along k: a pair is 32 contiguous bits
-      int64_t done = 0;  // pairs packed by whole 16 x 16 blocks (full panels of B)
+  if (n % R) {  // the last panel's missing rows
+    uint32_t* last = dst + n / R * R * pairs;
+    std::fill(last, last + R * pairs, 0u);
+  }
+  if (s.k_stride != 1) {
 #if defined(__x86_64__) || defined(__i386__)
-      if (rows == R && R % 16 == 0) {
-        for (; done + 16 <= full; done += 16)
-          for (int i0 = 0; i0 < R; i0 += 16)
-            transpose_pairs16(base + i0 * s.row_stride + 2 * done, s.row_stride, dst + done * R + i0, R);
-      }
+    pack_pairs_across(s, r0, n, k0, kc, R, dst);
 #endif
-      for (int64_t r = 0; r < rows; ++r) {
-        const uint16_t* row = base + r * s.row_stride;
-        for (int64_t p = done; p < full; ++p) dst[p * R + r] = row[2 * p] | uint32_t(row[2 * p + 1]) << 16;
-        if (full < pairs) dst[full * R + r] = row[2 * full];
-      }
-    } else {  // k runs across rows: interleave two of them
-      for (int64_t p = 0; p < pairs; ++p) {
-        const uint16_t* even = base + 2 * p * s.k_stride;
-        const uint16_t* odd = even + s.k_stride;
-        const bool has_odd = p < full;
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t off = r * s.row_stride;
-          dst[p * R + r] = even[off] | (has_odd ? uint32_t(odd[off]) << 16 : 0u);
-        }
-      }
+    return;
+  }
+  for (int64_t q = 0; q < n; q += R, dst += R * pairs) {  // rows run along k: a pair is 32 contiguous bits
+    const int64_t rows = std::min<int64_t>(R, n - q);
+    const uint16_t* base = s.data + (r0 + q) * s.row_stride + k0;
+    int64_t done = 0;  // pairs packed by whole 16 x 16 blocks (full panels of B)
+#if defined(__x86_64__) || defined(__i386__)
+    if (rows == R && R % 16 == 0) {
+      for (; done + 16 <= full; done += 16)
+        for (int i0 = 0; i0 < R; i0 += 16)
+          transpose16x16_32bit(base + i0 * s.row_stride + 2 * done, 2 * s.row_stride,
+                               dst + done * R + i0, 4 * R);
+    }
+#endif
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint16_t* row = base + r * s.row_stride;
+      for (int64_t p = done; p < full; ++p) dst[p * R + r] = row[2 * p] | uint32_t(row[2 * p + 1]) << 16;
+      if (full < pairs) dst[full * R + r] = row[2 * full];
     }
   }
 }
@@ -152,38 +182,40 @@ bool detect() {
   const std::string want = env ? env : "";
   if (want == "avx2" || want == "generic") return false;
 #if defined(__x86_64__) || defined(__i386__)
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512bf16");
 #else
   return false;
 #endif
 }
 
 // One k slice for rows [i0, i0 + m) and the panels [q0, q1) of the column block at jc:
-// tiles of the packed A block (panels of R rows) times the packed B block, into C (added
-// unless `first`).
+// tiles of the packed A block (panels of R rows) times packed B panels (b_panels: panel q0,
+// then the next ones), into C (added unless `first`).
 template <int R>
-void multiply_panels(int64_t pairs, const uint32_t* a, int64_t m, const uint32_t* b_block,
+void multiply_panels(int64_t pairs, const uint32_t* a, int64_t m, const uint32_t* b_panels,
                      int64_t q0, int64_t q1, int64_t nc, float* C, int64_t ldc, int64_t i0,
                      int64_t jc, bool first) {
 #if defined(__x86_64__) || defined(__i386__)
   alignas(64) float edge[R * NR];  // a whole tile where C's edge cuts one
   for (int64_t q = q0; q < q1; ++q) {
     const int64_t j0 = q * NR, n = std::min<int64_t>(NR, nc - j0);
+    const uint32_t* b = b_panels + (q - q0) * NR * pairs;
     for (int64_t ir = 0; ir < m; ir += R) {
       const int64_t mr = std::min<int64_t>(R, m - ir);
       float* c = C + (i0 + ir) * ldc + jc + j0;
       if (mr == R && n == NR) {
-        microkernel<R>(pairs, a + ir * pairs, b_block + j0 * pairs, c, ldc, !first);
+        microkernel<R>(pairs, a + ir * pairs, b, c, ldc, !first);
         continue;
       }
-      microkernel<R>(pairs, a + ir * pairs, b_block + j0 * pairs, edge, NR, false);
+      microkernel<R>(pairs, a + ir * pairs, b, edge, NR, false);
       for (int64_t r = 0; r < mr; ++r)
         for (int64_t j = 0; j < n; ++j)
           c[r * ldc + j] = first ? edge[r * NR + j] : c[r * ldc + j] + edge[r * NR + j];
     }
   }
 #else
-  (void)pairs, (void)a, (void)m, (void)b_block, (void)q0, (void)q1, (void)nc, (void)C, (void)ldc,
+  (void)pairs, (void)a, (void)m, (void)b_panels, (void)q0, (void)q1, (void)nc, (void)C, (void)ldc,
       (void)i0, (void)jc, (void)first;
 #endif
 }
@@ -210,51 +242,79 @@ void bf16_gemm(int64_t M, int64_t N, int64_t K, const uint16_t* a, int64_t lda, 
 
   const double flops = double(M) * double(N) * double(K);
   const int nt = flops < kParallelMinWork ? 1 : max_threads();
-  const bool short_tiles = M <= MC && ceil_div(M, SHORT_MR) * SHORT_MR < ceil_div(M, MR) * MR;
-  const int R = short_tiles ? SHORT_MR : MR;
-  // Threads share out row blocks of about MC rows, a multiple of nt of them holding the
-  // R-row tiles evenly (block ib: tiles [tiles * ib / n, tiles * (ib + 1) / n)), each
-  // block's columns cut in n_splits parts when there are fewer blocks than threads. Which
-  // thread computes a tile changes no result.
-  const int64_t tiles = ceil_div(M, R);
-  const int64_t n_iblocks = std::min(ceil_div(ceil_div(M, MC), nt) * nt, tiles);
-  const int64_t n_splits = n_iblocks < nt ? ceil_div(nt, n_iblocks) : 1;
-  auto block_row = [&](int64_t ib) { return std::min(tiles * ib / n_iblocks * R, M); };
-  const int64_t mc_max = ceil_div(tiles, n_iblocks) * R;
+  const int tile_rows = tile_rows_for(M);
+  // Which thread computes a tile changes no result.
+  const ThreadSplit work = split_work(M, N, nt, tile_rows, NR, MC, NC);
+  const int64_t n_iblocks = work.n_iblocks, n_splits = work.n_splits, mc_max = work.mc;
   const int64_t kp_max = ceil_div(std::min(K, KC), 2);
+  const int64_t nc_max = round_up(std::min(N, NC), NR);
+  // B packed by each thread for the panels it multiplies, a few at a time (a single row
+  // block: no thread waits for another), else by all threads together, one contiguous range
+  // of panels each, for all row blocks.
+  const bool b_private = n_iblocks == 1;
 
-  // Allocate before the parallel region: nothing may throw inside it.
-  auto b_pack = aligned_array<uint32_t>(ceil_div(std::min(N, NC), NR) * NR * kp_max);
+  // Allocate before the parallel region: nothing may throw inside it. A shared B block, or
+  // each thread's kPrivatePanels.
+  auto b_pack = aligned_array<uint32_t>((b_private ? nt * kPrivatePanels * NR : nc_max) * kp_max);
   auto a_pack = aligned_array<uint32_t>(nt * mc_max * kp_max);
 
 #pragma omp parallel num_threads(nt)
   {
     uint32_t* a_mine = a_pack.get() + thread_id() * mc_max * kp_max;
+    uint32_t* b_mine = b_pack.get() + thread_id() * kPrivatePanels * NR * kp_max;
     for (int64_t jc = 0; jc < N; jc += NC) {
       const int64_t nc = std::min(NC, N - jc), n_panels = ceil_div(nc, NR);
       for (int64_t pc = 0; pc < K; pc += KC) {
         const int64_t kc = std::min(KC, K - pc), pairs = ceil_div(kc, 2);
+        // Panels [q0, q1) of this slice at dst.
+        auto pack_b = [&](int64_t q0, int64_t q1, uint32_t* dst) {
+          pack_pairs(B, jc + q0 * NR, std::min(nc, q1 * NR) - q0 * NR, pc, kc, NR, dst);
+        };
+        auto multiply = [&](const uint32_t* a, int64_t m, const uint32_t* b_panels, int64_t q0,
+                            int64_t q1, int64_t i0) {
+          if (tile_rows == TINY_MR)
+            multiply_panels<TINY_MR>(pairs, a, m, b_panels, q0, q1, nc, C, ldc, i0, jc, pc == 0);
+          else if (tile_rows == SHORT_MR)
+            multiply_panels<SHORT_MR>(pairs, a, m, b_panels, q0, q1, nc, C, ldc, i0, jc, pc == 0);
+          else
+            multiply_panels<MR>(pairs, a, m, b_panels, q0, q1, nc, C, ldc, i0, jc, pc == 0);
+        };
+        if (!b_private) {
 #pragma omp for schedule(static)
-        for (int64_t q = 0; q < n_panels; ++q)
-          pack_pairs(B, jc + q * NR, std::min<int64_t>(NR, nc - q * NR), pc, kc, NR,
-                     b_pack.get() + q * NR * pairs);
-        // (implicit barrier: the B block is complete)
+          for (int64_t part = 0; part < nt; ++part)
+          {
+            const int64_t q0 = n_panels * part / nt;
+            pack_b(q0, n_panels * (part + 1) / nt, b_pack.get() + q0 * NR * pairs);
+          }
+          // (implicit barrier: the B block is complete)
+        }
+        // Static schedule: each item (and so each C tile) has the same thread in every
+        // slice, which therefore needs no barrier unless B is shared.
         int64_t packed_block = -1;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (int64_t item = 0; item < n_iblocks * n_splits; ++item) {
           const int64_t ib = item / n_splits, split = item % n_splits;
-          const int64_t i0 = block_row(ib), m = block_row(ib + 1) - i0;
+          const int64_t i0 = work.row(ib, tile_rows), m = std::min(work.row(ib + 1, tile_rows), M) - i0;
           if (ib != packed_block) {
-            pack_pairs(A, i0, m, pc, kc, R, a_mine);
+            pack_pairs(A, i0, m, pc, kc, tile_rows, a_mine);
             packed_block = ib;
           }
           const int64_t q0 = n_panels * split / n_splits, q1 = n_panels * (split + 1) / n_splits;
-          if (short_tiles)
-            multiply_panels<SHORT_MR>(pairs, a_mine, m, b_pack.get(), q0, q1, nc, C, ldc, i0, jc, pc == 0);
-          else
-            multiply_panels<MR>(pairs, a_mine, m, b_pack.get(), q0, q1, nc, C, ldc, i0, jc, pc == 0);
+          if (!b_private) {
+            multiply(a_mine, m, b_pack.get() + q0 * NR * pairs, q0, q1, i0);
+            continue;
+          }
+          // A few panels at a time into the thread's own buffer, used while in L2.
+          for (int64_t qa = q0; qa < q1; qa += kPrivatePanels) {
+            const int64_t qb = std::min(q1, qa + kPrivatePanels);
+            pack_b(qa, qb, b_mine);
+            multiply(a_mine, m, b_mine, qa, qb, i0);
+          }
         }
-        // (implicit barrier: nobody still reads the B block the next slice overwrites)
+        if (!b_private) {
+#pragma omp barrier
+          // (nobody still reads the B block the next slice overwrites)
+        }
       }
     }
   }
