@@ -4,9 +4,9 @@
 // cut into tiles of Pt, so that one GEMM covers many images when the images are small (a
 // sentence of 50 words) and the workspace stays bounded when they are large. Per group and
 // tile:
-//   forward          col[K, Pt] = im2col(x);  tile[Pt, C_out_g] = col^T W_g^T + bias (W_g
-//                    packed once);  preact and act on the way from the tile into out (NCHW);
-//                    for short patches (small K) tile[C_out_g, Pt] = W_g col instead
+//   forward          col[K, Pt] = im2col(x);  tile[C_out_g, Pt] = W_g col + bias (W_g and
+//                    the bias packed once), written straight into out (NCHW) when the tile
+//                    lies in one image, else staged and copied by rows
 //   backward-data    gt[C_out_g, Pt] = gathered g;  col = W_g^T gt;  col2im adds col into grad_x
 //   backward-weight  col = im2col(x);  grad_W_g += gt col^T  (tiles added in order)
 // Depthwise convolutions (one input channel per group) have nothing to multiply as a
@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
 #include <vector>
 
 #include "gemm.h"
@@ -38,9 +39,6 @@ constexpr int64_t kTileElements = int64_t(1) << 18;
 constexpr int64_t kThreadTileBytes = int64_t(1) << 20;
 // Fewer positions than this per tile make the GEMMs too thin to run well.
 constexpr int64_t kMinTilePositions = 64;
-// Up to this many patch elements (K = C_in/groups * KH * KW) the forward pass makes the
-// filters the GEMM's rows (measured: faster up to 32 channels x 3 x 3, even at 64 x 3 x 3).
-constexpr int64_t kSmallPatch = 320;
 // Below this many elements a pass is not worth a thread team.
 constexpr int64_t kParallelMinElements = int64_t(1) << 15;
 
@@ -115,6 +113,8 @@ void im2col(const Tile& t, const T* x, T* col) {
         const T* src = x + ((r.n * g.C_in + ci) * g.H + iy) * g.W + ix0;
         if (sw == 1)
           std::memcpy(d + j.lo, src + j.lo, (j.hi - j.lo) * sizeof(T));
+        else if (sw == 2)  // a constant stride, which the compiler vectorizes
+          for (int64_t i = j.lo; i < j.hi; ++i) d[i] = src[2 * i];
         else
           for (int64_t i = j.lo; i < j.hi; ++i) d[i] = src[i * sw];
       }
@@ -145,33 +145,8 @@ void col2im(const Tile& t, const T* col, T* grad_x) {
   }
 }
 
-// out = act(z) and preact = z for the tile's output channels, z = tile[col, c] (the bias
-// is already in). Runs are disjoint pieces of out: threads take whole runs.
-template <typename T>
-void store_output(const Tile& t, const ConvForwardArgs<T>& a, const T* tile) {
-  const ConvGeometry& g = t.g;
-  const int64_t Cog = g.C_out_group(), n_runs = static_cast<int64_t>(t.runs->size());
-#pragma omp parallel for schedule(static) if (Cog * t.positions > kParallelMinElements)
-  for (int64_t ri = 0; ri < n_runs; ++ri) {
-    const Run& r = (*t.runs)[ri];
-    const int64_t len = r.ox1 - r.ox0;
-    for (int64_t c = 0; c < Cog; ++c) {
-      const int64_t co = t.group * Cog + c;
-      const int64_t offset = ((r.n * g.C_out + co) * t.H_out + r.oy) * t.W_out + r.ox0;
-      const T* src = tile + r.col * Cog + c;
-      if (a.preact)
-        for (int64_t i = 0; i < len; ++i) a.preact[offset + i] = src[i * Cog];
-      T* dst = a.out + offset;
-      if (a.act == Activation::None)
-        for (int64_t i = 0; i < len; ++i) dst[i] = src[i * Cog];
-      else
-        for (int64_t i = 0; i < len; ++i) dst[i] = activation_forward(a.act, src[i * Cog]);
-    }
-  }
-}
-
-// The same from a tile stored by channel, tile[c, col] without the bias: each run is one
-// contiguous copy (bias, preact and act on the way).
+// out = act(z) and preact = z for the tile's output channels, z = tile[c, col] (the bias
+// is already in): each run is one contiguous copy.
 template <typename T>
 void store_rows(const Tile& t, const ConvForwardArgs<T>& a, const T* tile) {
   const ConvGeometry& g = t.g;
@@ -179,18 +154,16 @@ void store_rows(const Tile& t, const ConvForwardArgs<T>& a, const T* tile) {
 #pragma omp parallel for schedule(static) if (Cog * t.positions > kParallelMinElements)
   for (int64_t c = 0; c < Cog; ++c) {
     const int64_t co = t.group * Cog + c;
-    const T b = a.bias ? a.bias[co] : T(0);
     for (const Run& r : *t.runs) {
       const int64_t offset = ((r.n * g.C_out + co) * t.H_out + r.oy) * t.W_out + r.ox0;
       const T* src = tile + c * t.Pt + r.col;
       const int64_t len = r.ox1 - r.ox0;
-      if (a.preact)
-        for (int64_t i = 0; i < len; ++i) a.preact[offset + i] = src[i] + b;
+      if (a.preact) std::copy(src, src + len, a.preact + offset);
       T* dst = a.out + offset;
       if (a.act == Activation::None)
-        for (int64_t i = 0; i < len; ++i) dst[i] = src[i] + b;
+        std::copy(src, src + len, dst);
       else
-        for (int64_t i = 0; i < len; ++i) dst[i] = activation_forward(a.act, src[i] + b);
+        for (int64_t i = 0; i < len; ++i) dst[i] = activation_forward(a.act, src[i]);
     }
   }
 }
@@ -387,86 +360,89 @@ void bias_grad(const ConvBackwardArgs<T>& a) {
 
 }  // namespace
 
-// Few patch elements (an image network's first layers): the GEMM is short, and moving its
-// result position by position would cost as much, so the filters are the GEMM's rows and
-// each tile row goes to out as one contiguous run. Tiles run one after the other, the
-// GEMM and the passes each split among the threads.
+// The filters are the GEMM's rows (packed once per group) and a tile's positions its
+// columns: tile[c, j] = sum_k W_g[c, k] col[k, j] + b[c], the bias riding as one more k
+// (a column of the packed filters against a row of ones under col). Images of at least
+// half a tile get tiles of their own, which the GEMM writes straight into out (act and
+// preact in its epilogue); smaller images share tiles, staged and copied to out by rows.
+// Threads take whole tiles: each runs im2col, packs the tile, multiplies and stores it,
+// alone and in its own workspace; every output element comes from one tile, so the
+// thread count changes nothing.
 template <typename T>
-void forward_small_patch(const ConvForwardArgs<T>& a) {
+void forward_by_filters(const ConvForwardArgs<T>& a) {
   const ConvGeometry& g = a.geo;
-  const int64_t K = g.K(), Cog = g.C_out_group();
-  const int64_t Pt = tile_positions(g.N * g.H_out() * g.W_out(), K + Cog);
-  auto col = aligned_array<T>(K * Pt);
-  auto tile = aligned_array<T>(Cog * Pt);
-  for (int64_t group = 0; group < g.groups; ++group)
-    for_each_tile(g, group, Pt, [&](const Tile& t) {
-      im2col(t, a.x, col.get());
-      // tile[c, j] = sum_k W_g[c, k] col[k, j]
-      gemm<T>(Cog, t.positions, K, {a.weight + group * Cog * K, K, 1}, {col.get(), 1, Pt},
-              tile.get(), Pt);
-      store_rows(t, a, tile.get());
-    });
-}
-
-template <typename T>
-void conv_forward(const ConvForwardArgs<T>& a) {
-  const ConvGeometry& g = a.geo;
-  if (is_depthwise(g)) return depthwise_forward(a);
-  if (g.K() <= kSmallPatch) return forward_small_patch(a);
-  const int64_t K = g.K(), Cog = g.C_out_group(), H_out = g.H_out(), W_out = g.W_out();
-  const int64_t total = g.N * H_out * W_out;
-  // Threads take whole tiles: each runs im2col, packs the tile, multiplies it by the packed
-  // filters and stores it, alone and in its own workspace; every output element comes from
-  // one tile, so the thread count changes nothing.
-  constexpr int64_t kMaxMr = 16;  // packed_rows_size(m, K) <= (m + kMaxMr) * K for every m
-  const int64_t Pt = std::clamp<int64_t>(kThreadTileBytes / int64_t(sizeof(T)) / (2 * K + Cog),
-                                         kMinTilePositions, std::max<int64_t>(total, 1));
-  // A 1x1 convolution with stride 1 and no padding reads x as it is stored (the input
-  // channels of a position are P apart): no im2col, provided a tile stays within one
-  // image, so those tiles are cut per image.
-  const int64_t P = H_out * W_out;
-  const bool pointwise = g.KH == 1 && g.KW == 1 && g.stride_h == 1 && g.stride_w == 1 &&
-                         g.pad_top == 0 && g.pad_bottom == 0 && g.pad_left == 0 && g.pad_right == 0;
+  const int64_t K = g.K(), Kb = K + (a.bias ? 1 : 0), Cog = g.C_out_group();
+  const int64_t P = g.H_out() * g.W_out(), total = g.N * P;
+  const int64_t NR = gemm_panel_width<T>();
+  // col, its packed copy and a staged tile within the per-thread budget; whole panels.
+  const int64_t budget = std::max(NR, kThreadTileBytes / int64_t(sizeof(T)) / (2 * Kb + Cog) / NR * NR);
+  // An image's own tiles, whole panels each, unless they would pad it by more than 1/16.
+  const int64_t image_Pt = ceil_div(ceil_div(P, ceil_div(P, budget)), NR) * NR;
+  const bool per_image = ceil_div(P, image_Pt) * image_Pt * 16 <= P * 17;
+  const int64_t Pt = per_image ? image_Pt : std::min(budget, ceil_div(total, NR) * NR);
   const int64_t tiles_per_image = ceil_div(P, Pt);
-  const int64_t n_tiles = pointwise ? g.N * tiles_per_image : ceil_div(total, Pt);
+  const int64_t n_tiles = per_image ? g.N * tiles_per_image : ceil_div(total, Pt);
   const double work = double(total) * double(K) * double(Cog);
   const int nt = work < double(kParallelMinElements) * 8 ? 1
                                                           : int(std::min<int64_t>(max_threads(), n_tiles));
-  const int64_t col_size = K * Pt, packed_size = (Pt + kMaxMr) * K, tile_size = Pt * Cog;
-  const int64_t per_thread = col_size + packed_size + tile_size;
+  const int64_t col_size = Kb * Pt, per_thread = col_size + (per_image ? 0 : Cog * Pt);
   auto workspace = aligned_array<T>(nt * per_thread);
+  for (int id = 0; id < nt; ++id) {  // the row of ones under col, never overwritten
+    T* ones = workspace.get() + id * per_thread + K * Pt;
+    std::fill(ones, ones + (Kb - K) * Pt, T(1));
+  }
+  auto filters = aligned_array<T>(packed_rows_size<T>(Cog, Kb));
+  auto with_bias = aligned_array<T>(a.bias ? Cog * Kb : 1);
   std::vector<std::vector<Run>> runs(nt);
   for (auto& r : runs) r.reserve(Pt);
+  std::exception_ptr error;  // pack_operand allocates: carried out of the team, rethrown
   for (int64_t group = 0; group < g.groups; ++group) {
-    // Positions are the GEMM's rows and the group's filters its columns (packed once), so
-    // the bias rides in the GEMM's epilogue: tile[j, c] = sum_k col[k, j] W_g[c, k] + b[c].
-    const PackedOperand<T> w = pack_operand<T>(Cog, K, {a.weight + group * Cog * K, K, 1});
-    const GemmEpilogue<T> bias{a.bias ? a.bias + group * Cog : nullptr};
+    const T* w = a.weight + group * Cog * K;
+    if (a.bias) {
+      for (int64_t c = 0; c < Cog; ++c) {
+        std::copy(w + c * K, w + (c + 1) * K, with_bias.get() + c * Kb);
+        with_bias[c * Kb + K] = a.bias[group * Cog + c];
+      }
+      w = with_bias.get();
+    }
+    pack_rows<T>(Cog, Kb, {w, Kb, 1}, filters.get());
 #pragma omp parallel num_threads(nt)
     {
       const int id = thread_id();
       T* col = workspace.get() + id * per_thread;
-      T* packed = col + col_size;
-      T* tile = packed + packed_size;
+      T* tile = col + col_size;
 #pragma omp for schedule(static)
       for (int64_t i = 0; i < n_tiles; ++i) {
         const int64_t n = i / tiles_per_image, p0 = i % tiles_per_image * Pt;
-        const int64_t q0 = pointwise ? n * P + p0 : i * Pt;
-        const int64_t q1 = pointwise ? n * P + std::min(P, p0 + Pt) : std::min(total, q0 + Pt);
-        const int64_t m = q1 - q0;
-        runs_of(q0, q1, H_out, W_out, runs[id]);
-        const Tile t{g, group, H_out, W_out, Pt, &runs[id], m};
-        if (pointwise) {
-          pack_rows<T>(m, K, {a.x + (n * g.C_in + group * K) * P + p0, 1, P}, packed);
-        } else {
-          im2col(t, a.x, col);
-          pack_rows<T>(m, K, {col, 1, Pt}, packed);
+        const int64_t q0 = per_image ? n * P + p0 : i * Pt;
+        const int64_t m = per_image ? std::min(P - p0, Pt) : std::min(total - q0, Pt);
+        runs_of(q0, q0 + m, g.H_out(), g.W_out(), runs[id]);
+        const Tile t{g, group, g.H_out(), g.W_out(), Pt, &runs[id], m};
+        im2col(t, a.x, col);
+        const int64_t offset = (n * g.C_out + group * Cog) * P + p0;
+        try {
+          const PackedOperand<T> b = pack_operand<T>(m, Kb, {col, 1, Pt});
+          if (per_image)
+            gemm_packed_columns<T>(Cog, filters.get(), b, 0, m, a.out + offset, P,
+                                   {nullptr, a.act, a.preact ? a.preact + offset : nullptr});
+          else
+            gemm_packed_columns<T>(Cog, filters.get(), b, 0, m, tile, Pt);
+        } catch (...) {
+#pragma omp critical(conv_forward_error)
+          error = std::current_exception();
+          continue;
         }
-        gemm_packed_columns<T>(m, packed, w, 0, Cog, tile, Cog, bias);
-        store_output(t, a, tile);
+        if (!per_image) store_rows(t, a, tile);
       }
     }
+    if (error) std::rethrow_exception(error);
   }
+}
+
+template <typename T>
+void conv_forward(const ConvForwardArgs<T>& a) {
+  if (is_depthwise(a.geo)) return depthwise_forward(a);
+  forward_by_filters(a);
 }
 
 template <typename T>
