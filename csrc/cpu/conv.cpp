@@ -37,8 +37,6 @@ constexpr int64_t kTileElements = int64_t(1) << 18;
 // The forward pass's per-thread budget (col, its packed copy, the output tile): about a
 // core's L2, so that a tile goes from im2col through the GEMM to out without leaving it.
 constexpr int64_t kThreadTileBytes = int64_t(1) << 20;
-// Fewer positions than this per tile make the GEMMs too thin to run well.
-constexpr int64_t kMinTilePositions = 64;
 // Below this many elements a pass is not worth a thread team.
 constexpr int64_t kParallelMinElements = int64_t(1) << 15;
 
@@ -139,7 +137,10 @@ void col2im(const Tile& t, const T* col, T* grad_x) {
           if (j.hi <= j.lo) return;
           T* dst = grad_x + ((r.n * g.C_in + ci) * g.H + iy) * g.W + ix0;
           const T* s = row + r.col;
-          for (int64_t i = j.lo; i < j.hi; ++i) dst[i * sw] += s[i];
+          if (sw == 1)  // a unit stride, which the compiler vectorizes
+            for (int64_t i = j.lo; i < j.hi; ++i) dst[i] += s[i];
+          else
+            for (int64_t i = j.lo; i < j.hi; ++i) dst[i * sw] += s[i];
         });
       }
   }
@@ -192,21 +193,30 @@ void gather_grad(const Tile& t, const ConvBackwardArgs<T>& a, T* gt) {
   }
 }
 
-int64_t tile_positions(int64_t total, int64_t rows) {
-  return std::clamp(kTileElements / std::max<int64_t>(rows, 1), kMinTilePositions,
-                    std::max<int64_t>(total, 1));
-}
-
-// Runs fn(tile) for each tile of the output positions of group `group`.
-template <typename Fn>
-void for_each_tile(const ConvGeometry& g, int64_t group, int64_t Pt, Fn&& fn) {
-  const int64_t H_out = g.H_out(), W_out = g.W_out(), total = g.N * H_out * W_out;
-  for (int64_t q0 = 0; q0 < total; q0 += Pt) {
-    const int64_t q1 = std::min(total, q0 + Pt);
-    std::vector<Run> runs;
-    runs_of(q0, q1, H_out, W_out, runs);
-    fn(Tile{g, group, H_out, W_out, Pt, &runs, q1 - q0});
+// How the output positions are cut into tiles of whole GEMM panels (`align` positions),
+// about `budget` positions each: images that fill at least half a tile get tiles of their
+// own (a tile is then a matrix with row stride P inside out and grad_out), unless that
+// would pad them by more than 1/16; smaller images share tiles.
+struct TilePlan {
+  int64_t P, total, Pt, tiles_per_image, n_tiles;
+  bool per_image;
+  int64_t image(int64_t i) const { return per_image ? i / tiles_per_image : -1; }
+  int64_t first(int64_t i) const {  // within its image when per_image, else overall
+    return per_image ? i % tiles_per_image * Pt : i * Pt;
   }
+  int64_t size(int64_t i) const { return std::min((per_image ? P : total) - first(i), Pt); }
+  int64_t start(int64_t i) const { return per_image ? image(i) * P + first(i) : first(i); }
+};
+
+TilePlan plan_tiles(const ConvGeometry& g, int64_t budget, int64_t align) {
+  const int64_t P = g.H_out() * g.W_out(), total = g.N * P;
+  budget = std::max(align, budget / align * align);
+  const int64_t image_Pt = ceil_div(ceil_div(P, ceil_div(P, budget)), align) * align;
+  const int64_t per_image_tiles = ceil_div(P, image_Pt);
+  if (per_image_tiles * image_Pt * 16 <= P * 17)
+    return {P, total, image_Pt, per_image_tiles, g.N * per_image_tiles, true};
+  const int64_t Pt = std::min(budget, ceil_div(total, align) * align);
+  return {P, total, Pt, 1, ceil_div(total, Pt), false};
 }
 
 // ---- depthwise: one input channel per group, channel multiplier C_out / C_in
@@ -336,24 +346,35 @@ void depthwise_backward(const ConvBackwardArgs<T>& a) {
   }
 }
 
-// grad_bias[co] = sum of g over images and positions; channels are independent.
+// grad_bias[co] = sum of g over images and positions; channels are independent. Each
+// channel is summed in kLanes partial sums side by side (a fixed order the compiler can
+// vectorise), added up at the end.
 template <typename T>
 void bias_grad(const ConvBackwardArgs<T>& a) {
+  constexpr int64_t kLanes = 16;
   const ConvGeometry& g = a.geo;
   const int64_t P = g.H_out() * g.W_out();
 #pragma omp parallel for schedule(static) if (g.N * g.C_out * P > kParallelMinElements)
   for (int64_t co = 0; co < g.C_out; ++co) {
-    T sum = T(0);
+    T part[kLanes] = {};
     for (int64_t n = 0; n < g.N; ++n) {
       const int64_t offset = (n * g.C_out + co) * P;
       const T* go = a.grad_out + offset;
-      if (a.act == Activation::None) {
-        for (int64_t p = 0; p < P; ++p) sum += go[p];
-      } else {
-        const T* z = a.preact + offset;
-        for (int64_t p = 0; p < P; ++p) sum += go[p] * activation_derivative(a.act, z[p]);
+      const T* z = a.preact ? a.preact + offset : nullptr;
+      for (int64_t p0 = 0; p0 < P; p0 += kLanes) {
+        const int64_t len = std::min(kLanes, P - p0);
+        if (a.act == Activation::None && len == kLanes) {
+          for (int64_t l = 0; l < kLanes; ++l) part[l] += go[p0 + l];
+        } else {
+          for (int64_t l = 0; l < len; ++l)
+            part[l] += a.act == Activation::None
+                           ? go[p0 + l]
+                           : go[p0 + l] * activation_derivative(a.act, z[p0 + l]);
+        }
       }
     }
+    T sum = T(0);
+    for (int64_t l = 0; l < kLanes; ++l) sum += part[l];
     a.grad_bias[co] = sum;
   }
 }
@@ -372,16 +393,10 @@ template <typename T>
 void forward_by_filters(const ConvForwardArgs<T>& a) {
   const ConvGeometry& g = a.geo;
   const int64_t K = g.K(), Kb = K + (a.bias ? 1 : 0), Cog = g.C_out_group();
-  const int64_t P = g.H_out() * g.W_out(), total = g.N * P;
-  const int64_t NR = gemm_panel_width<T>();
-  // col, its packed copy and a staged tile within the per-thread budget; whole panels.
-  const int64_t budget = std::max(NR, kThreadTileBytes / int64_t(sizeof(T)) / (2 * Kb + Cog) / NR * NR);
-  // An image's own tiles, whole panels each, unless they would pad it by more than 1/16.
-  const int64_t image_Pt = ceil_div(ceil_div(P, ceil_div(P, budget)), NR) * NR;
-  const bool per_image = ceil_div(P, image_Pt) * image_Pt * 16 <= P * 17;
-  const int64_t Pt = per_image ? image_Pt : std::min(budget, ceil_div(total, NR) * NR);
-  const int64_t tiles_per_image = ceil_div(P, Pt);
-  const int64_t n_tiles = per_image ? g.N * tiles_per_image : ceil_div(total, Pt);
+  const TilePlan plan = plan_tiles(g, kThreadTileBytes / int64_t(sizeof(T)) / (2 * Kb + Cog),
+                                   gemm_panel_width<T>());
+  const int64_t P = plan.P, total = plan.total, Pt = plan.Pt, n_tiles = plan.n_tiles;
+  const bool per_image = plan.per_image;
   const double work = double(total) * double(K) * double(Cog);
   const int nt = work < double(kParallelMinElements) * 8 ? 1
                                                           : int(std::min<int64_t>(max_threads(), n_tiles));
@@ -413,13 +428,11 @@ void forward_by_filters(const ConvForwardArgs<T>& a) {
       T* tile = col + col_size;
 #pragma omp for schedule(static)
       for (int64_t i = 0; i < n_tiles; ++i) {
-        const int64_t n = i / tiles_per_image, p0 = i % tiles_per_image * Pt;
-        const int64_t q0 = per_image ? n * P + p0 : i * Pt;
-        const int64_t m = per_image ? std::min(P - p0, Pt) : std::min(total - q0, Pt);
+        const int64_t q0 = plan.start(i), m = plan.size(i);
         runs_of(q0, q0 + m, g.H_out(), g.W_out(), runs[id]);
         const Tile t{g, group, g.H_out(), g.W_out(), Pt, &runs[id], m};
         im2col(t, a.x, col);
-        const int64_t offset = (n * g.C_out + group * Cog) * P + p0;
+        const int64_t offset = (plan.image(i) * g.C_out + group * Cog) * P + plan.first(i);
         try {
           const PackedOperand<T> b = pack_operand<T>(m, Kb, {col, 1, Pt});
           if (per_image)
@@ -445,6 +458,9 @@ void conv_forward(const ConvForwardArgs<T>& a) {
   forward_by_filters(a);
 }
 
+// Tiles run one after the other (grad_weight adds them up in order), the GEMMs and the
+// passes each split among the threads. g is gathered per tile even where it could be read
+// in place: rows P apart in grad_out, side by side, thrash L1 as the GEMM packs them.
 template <typename T>
 void conv_backward(const ConvBackwardArgs<T>& a) {
   const ConvGeometry& g = a.geo;
@@ -454,29 +470,35 @@ void conv_backward(const ConvBackwardArgs<T>& a) {
   const int64_t K = g.K(), Cog = g.C_out_group();
   if (a.grad_x) std::fill(a.grad_x, a.grad_x + g.N * g.C_in * g.H * g.W, T(0));
   if (a.grad_weight) std::fill(a.grad_weight, a.grad_weight + g.C_out * K, T(0));
-  const int64_t Pt = tile_positions(g.N * g.H_out() * g.W_out(), K + Cog);
+  const TilePlan plan = plan_tiles(g, kTileElements / (K + Cog), gemm_panel_width<T>());
+  const int64_t Pt = plan.Pt;
   auto col = aligned_array<T>(K * Pt);
   auto gt = aligned_array<T>(Cog * Pt);
   auto dw = aligned_array<T>(a.grad_weight ? Cog * K : 1);
+  std::vector<Run> runs;
+  runs.reserve(Pt);
   for (int64_t group = 0; group < g.groups; ++group) {
     const T* w = a.weight + group * Cog * K;
     T* grad_w = a.grad_weight ? a.grad_weight + group * Cog * K : nullptr;
-    for_each_tile(g, group, Pt, [&](const Tile& t) {
+    for (int64_t i = 0; i < plan.n_tiles; ++i) {
+      const int64_t q0 = plan.start(i), m = plan.size(i);
+      runs_of(q0, q0 + m, g.H_out(), g.W_out(), runs);
+      const Tile t{g, group, g.H_out(), g.W_out(), Pt, &runs, m};
       gather_grad(t, a, gt.get());
       if (a.grad_x) {
-        // col[k, j] = sum_c W_g[c, k] gt[c, j]
-        gemm<T>(K, t.positions, Cog, {w, 1, K}, {gt.get(), 1, Pt}, col.get(), Pt);
+        // col[k, j] = sum_c W_g[c, k] g[c, j]
+        gemm<T>(K, m, Cog, {w, 1, K}, {gt.get(), 1, Pt}, col.get(), Pt);
         col2im(t, col.get(), a.grad_x);
       }
       if (grad_w) {
         im2col(t, a.x, col.get());
-        // dw[c, k] = sum_j gt[c, j] col[k, j], added to grad_w tile after tile
-        gemm<T>(Cog, K, t.positions, {gt.get(), Pt, 1}, {col.get(), Pt, 1}, dw.get(), K);
+        // dw[c, k] = sum_j g[c, j] col[k, j], added to grad_w tile after tile
+        gemm<T>(Cog, K, m, {gt.get(), Pt, 1}, {col.get(), Pt, 1}, dw.get(), K);
         T* d = dw.get();
 #pragma omp parallel for schedule(static) if (Cog * K > kParallelMinElements)
-        for (int64_t i = 0; i < Cog * K; ++i) grad_w[i] += d[i];
+        for (int64_t j = 0; j < Cog * K; ++j) grad_w[j] += d[j];
       }
-    });
+    }
   }
 }
 
