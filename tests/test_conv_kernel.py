@@ -58,6 +58,33 @@ def test_forward_and_adjoint_match_the_definition(dtype, groups):
     np.testing.assert_allclose(gb, g.astype(float).sum((0, 2, 3)), rtol=tol, atol=tol * 10)
 
 
+# Wide images with kernels larger than 1 x 1: the direct kernel's shapes (csrc/cpu/conv_direct.cpp),
+# blocks that reach into the next row and past the last one, filters that do not fill a block.
+DIRECT_CASES = [
+    ((2, 3, 20, 70), (10, 3, 3, 3), dict(stride=(2, 2), padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)),
+    ((1, 4, 12, 66), (6, 2, 3, 5), dict(stride=(1, 1), padding=(0, 2, 1, 3), dilation=(2, 1), groups=2)),
+    ((2, 1, 21, 180), (9, 1, 5, 20), dict(stride=(2, 2), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1)),
+    ((1, 2, 5, 190), (3, 2, 2, 3), dict(stride=(1, 3), padding=(0, 0, 1, 1), dilation=(1, 1), groups=1)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs,ws,s", DIRECT_CASES)
+def test_wide_images_match_the_definition(xs, ws, s, dtype):
+    rng = np.random.default_rng(len(xs) + ws[0])
+    x, w = rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    ref = reference(x, w, b, **s)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    out = np.empty(ref.shape, dtype)
+    _C.conv_forward(x, w, b, out, None, "none", **s)
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
+    out, preact = np.empty(ref.shape, dtype), np.empty(ref.shape, dtype)
+    _C.conv_forward(x, w, b, out, preact, "relu", **s)
+    np.testing.assert_allclose(preact, ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(out, np.maximum(ref, 0), rtol=tol, atol=tol)
+
+
 def test_transposed_forward_needs_no_x():
     rng = np.random.default_rng(0)
     w, g = rng.standard_normal((6, 2, 3, 3)), rng.standard_normal((1, 6, 4, 6))

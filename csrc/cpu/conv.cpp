@@ -22,6 +22,7 @@
 #include <exception>
 #include <vector>
 
+#include "conv_direct.h"
 #include "gemm.h"
 #include "threads.h"
 
@@ -455,6 +456,7 @@ void forward_by_filters(const ConvForwardArgs<T>& a) {
 template <typename T>
 void conv_forward(const ConvForwardArgs<T>& a) {
   if (is_depthwise(a.geo)) return depthwise_forward(a);
+  if (conv_direct_pays<T>(a.geo)) return conv_forward_direct(a);
   forward_by_filters(a);
 }
 
