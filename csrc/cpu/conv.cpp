@@ -380,8 +380,6 @@ void bias_grad(const ConvBackwardArgs<T>& a) {
   }
 }
 
-}  // namespace
-
 // The filters are the GEMM's rows (packed once per group) and a tile's positions its
 // columns: tile[c, j] = sum_k W_g[c, k] col[k, j] + b[c], the bias riding as one more k
 // (a column of the packed filters against a row of ones under col). Images of at least
@@ -453,6 +451,8 @@ void forward_by_filters(const ConvForwardArgs<T>& a) {
   }
 }
 
+}  // namespace
+
 template <typename T>
 void conv_forward(const ConvForwardArgs<T>& a) {
   if (is_depthwise(a.geo)) return depthwise_forward(a);
@@ -460,14 +460,46 @@ void conv_forward(const ConvForwardArgs<T>& a) {
   forward_by_filters(a);
 }
 
-// Tiles run one after the other (grad_weight adds them up in order), the GEMMs and the
-// passes each split among the threads. g is gathered per tile even where it could be read
-// in place: rows P apart in grad_out, side by side, thrash L1 as the GEMM packs them.
+namespace {
+
+// With stride 1, backward-data is itself a convolution: of g, padded by the kernel's span
+// less the forward padding, with each group's filters transposed (C_in <-> C_out) and
+// flipped. That convolution's geometry, where it exists (padding no wider than the span).
+bool backward_data_as_conv(const ConvGeometry& g, ConvGeometry* out) {
+  const int64_t span_h = g.dilation_h * (g.KH - 1), span_w = g.dilation_w * (g.KW - 1);
+  if (g.stride_h != 1 || g.stride_w != 1 || g.pad_top > span_h || g.pad_bottom > span_h ||
+      g.pad_left > span_w || g.pad_right > span_w)
+    return false;
+  *out = {g.N, g.C_out, g.H_out(), g.W_out(), g.C_in, g.KH, g.KW, 1, 1,
+          span_h - g.pad_top, span_h - g.pad_bottom, span_w - g.pad_left, span_w - g.pad_right,
+          g.dilation_h, g.dilation_w, g.groups};
+  return true;
+}
+
+// grad_x = that convolution of grad_out, by the direct kernel.
 template <typename T>
-void conv_backward(const ConvBackwardArgs<T>& a) {
+void backward_data_direct(const ConvBackwardArgs<T>& a, const ConvGeometry& t) {
   const ConvGeometry& g = a.geo;
-  if (is_depthwise(g)) return depthwise_backward(a);
-  if (a.grad_bias) bias_grad(a);
+  const int64_t Cig = g.C_in_group(), Cog = g.C_out_group(), taps = g.KH * g.KW;
+  // flipped[g*Cig + ci, c, ky, kx] = weight[g*Cog + c, ci, KH-1-ky, KW-1-kx]
+  auto flipped = aligned_array<T>(g.C_out * Cig * taps);
+  for (int64_t group = 0; group < g.groups; ++group)
+    for (int64_t ci = 0; ci < Cig; ++ci)
+      for (int64_t c = 0; c < Cog; ++c) {
+        const T* src = a.weight + ((group * Cog + c) * Cig + ci) * taps;
+        T* dst = flipped.get() + ((group * Cig + ci) * Cog + c) * taps;
+        for (int64_t k = 0; k < taps; ++k) dst[k] = src[taps - 1 - k];
+      }
+  conv_forward_direct<T>({t, a.grad_out, flipped.get(), nullptr, a.grad_x, nullptr, Activation::None});
+}
+
+// Backward by im2col and GEMMs. Tiles run one after the other (grad_weight adds them up in
+// order), the GEMMs and the passes each split among the threads. g is gathered per tile
+// even where it could be read in place: rows P apart in grad_out, side by side, thrash L1
+// as the GEMM packs them.
+template <typename T>
+void backward_by_tiles(const ConvBackwardArgs<T>& a) {
+  const ConvGeometry& g = a.geo;
   if (!a.grad_x && !a.grad_weight) return;
   const int64_t K = g.K(), Cog = g.C_out_group();
   if (a.grad_x) std::fill(a.grad_x, a.grad_x + g.N * g.C_in * g.H * g.W, T(0));
@@ -502,6 +534,24 @@ void conv_backward(const ConvBackwardArgs<T>& a) {
       }
     }
   }
+}
+
+}  // namespace
+
+template <typename T>
+void conv_backward(const ConvBackwardArgs<T>& a) {
+  const ConvGeometry& g = a.geo;
+  if (is_depthwise(g)) return depthwise_backward(a);
+  if (a.grad_bias) bias_grad(a);
+  ConvGeometry transposed;
+  if (a.grad_x && a.act == Activation::None && backward_data_as_conv(g, &transposed) &&
+      conv_direct_pays<T>(transposed)) {
+    backward_data_direct(a, transposed);
+    ConvBackwardArgs<T> rest = a;
+    rest.grad_x = nullptr;
+    return backward_by_tiles(rest);
+  }
+  backward_by_tiles(a);
 }
 
 template void conv_forward<float>(const ConvForwardArgs<float>&);
