@@ -58,15 +58,16 @@ def test_forward_and_adjoint_match_the_definition(dtype, groups):
     np.testing.assert_allclose(gb, g.astype(float).sum((0, 2, 3)), rtol=tol, atol=tol * 10)
 
 
-# Wide images with kernels larger than 1 x 1: the direct kernel's shapes (csrc/cpu/conv_direct.cpp,
-# also backward-data where the stride is 1), blocks that reach into the next row and past the
-# last one, filters that do not fill a block.
+# Kernels larger than 1 x 1 on images the direct kernel takes (csrc/cpu/conv_direct.cpp; also
+# backward-data where the stride is 1) on every ISA: blocks that reach into the next row and
+# past the last one, filters that do not fill a tile.
 DIRECT_CASES = [
-    ((2, 3, 20, 70), (10, 3, 3, 3), dict(stride=(2, 2), padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)),
-    ((1, 4, 12, 66), (6, 2, 3, 5), dict(stride=(1, 1), padding=(0, 2, 1, 3), dilation=(2, 1), groups=2)),
-    ((2, 6, 9, 80), (4, 6, 3, 3), dict(stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)),
+    ((2, 3, 20, 182), (10, 3, 3, 3), dict(stride=(2, 2), padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)),
+    ((1, 4, 12, 94), (6, 2, 3, 5), dict(stride=(1, 1), padding=(0, 2, 1, 3), dilation=(2, 1), groups=2)),
     ((2, 1, 21, 180), (9, 1, 5, 20), dict(stride=(2, 2), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1)),
     ((1, 2, 5, 190), (3, 2, 2, 3), dict(stride=(1, 3), padding=(0, 0, 1, 1), dilation=(1, 1), groups=1)),
+    ((2, 6, 9, 80), (4, 6, 3, 3), dict(stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)),
+    ((2, 5, 16, 14), (12, 5, 3, 3), dict(stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)),
 ]
 
 
