@@ -9,8 +9,10 @@
 //                    lies in one image, else staged and copied by rows
 //   backward-data    gt[C_out_g, Pt] = gathered g;  col = W_g^T gt;  col2im adds col into grad_x
 //   backward-weight  col = im2col(x);  grad_W_g += gt col^T  (tiles added in order)
+// Kernels larger than 1 x 1 on wide images skip im2col: the forward pass and, with stride
+// 1, backward-data run the direct kernel of conv_direct.cpp (conv_direct_pays decides).
 // Depthwise convolutions (one input channel per group) have nothing to multiply as a
-// matrix and run a direct kernel instead.
+// matrix and run a direct kernel of their own.
 //
 // Every element is summed in an order fixed by the shapes alone (GEMMs are
 // thread-count independent, the passes around them give each output element to one thread),
