@@ -187,7 +187,8 @@ for xs, ws, kw in [((3, 64, 24, 24), (32, 64, 3, 3), dict(padding=1, activation=
                    ((2, 32, 20, 20), (32, 1, 3, 3), dict(groups=32, stride=2)),
                    ((8, 300, 60), (100, 300, 5), dict(activation="tanh")),
                    ((3, 384, 12, 12), (40, 384, 1, 1), dict()),
-                   ((2, 3, 150, 200), (8, 3, 3, 3), dict(padding=1, activation="gelu"))]:
+                   ((2, 3, 150, 200), (8, 3, 3, 3), dict(padding=1, activation="gelu")),
+                   ((2, 8, 10, 70), (6, 8, 3, 3), dict(padding=1))]:
     x = unet.tensor(rng.standard_normal(xs).astype(np.float32), requires_grad=True)
     w = unet.tensor(rng.standard_normal(ws).astype(np.float32), requires_grad=True)
     b = unet.tensor(rng.standard_normal(ws[0]).astype(np.float32), requires_grad=True)

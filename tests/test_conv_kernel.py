@@ -58,6 +58,59 @@ def test_forward_and_adjoint_match_the_definition(dtype, groups):
     np.testing.assert_allclose(gb, g.astype(float).sum((0, 2, 3)), rtol=tol, atol=tol * 10)
 
 
+# Kernels larger than 1 x 1 on images the direct kernel takes (csrc/cpu/conv_direct.cpp; also
+# backward-data where the stride is 1) on every ISA: blocks that reach into the next row and
+# past the last one, filters that do not fill a tile.
+DIRECT_CASES = [
+    ((2, 3, 20, 182), (10, 3, 3, 3), dict(stride=(2, 2), padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)),
+    ((1, 4, 12, 94), (6, 2, 3, 5), dict(stride=(1, 1), padding=(0, 2, 1, 3), dilation=(2, 1), groups=2)),
+    ((2, 1, 21, 180), (9, 1, 5, 20), dict(stride=(2, 2), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1)),
+    ((1, 2, 5, 190), (3, 2, 2, 3), dict(stride=(1, 3), padding=(0, 0, 1, 1), dilation=(1, 1), groups=1)),
+    ((2, 6, 9, 80), (4, 6, 3, 3), dict(stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)),
+    ((2, 5, 16, 14), (12, 5, 3, 3), dict(stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)),
+]
+
+
+def reference_backward_data(g, w, x_shape, stride, padding, dilation, groups):
+    """The adjoint of reference() in x, in float64."""
+    n, cin, h, wd = x_shape
+    cout, cig, kh, kw = w.shape
+    gx = np.zeros((n, cin, h + padding[0] + padding[1], wd + padding[2] + padding[3]))
+    ho, wo = g.shape[2:]
+    cog = cout // groups
+    for co in range(cout):
+        grp = co // cog
+        for ky in range(kh):
+            for kx in range(kw):
+                y0, x0 = ky * dilation[0], kx * dilation[1]
+                gx[:, grp * cig:(grp + 1) * cig, y0:y0 + stride[0] * (ho - 1) + 1:stride[0],
+                   x0:x0 + stride[1] * (wo - 1) + 1:stride[1]] += np.einsum(
+                       "nhw,c->nchw", g[:, co].astype(np.float64), w[co, :, ky, kx].astype(np.float64))
+    return gx[:, :, padding[0]:padding[0] + h, padding[2]:padding[2] + wd]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs,ws,s", DIRECT_CASES)
+def test_wide_images_match_the_definition(xs, ws, s, dtype):
+    rng = np.random.default_rng(len(xs) + ws[0])
+    x, w = rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    ref = reference(x, w, b, **s)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    out = np.empty(ref.shape, dtype)
+    _C.conv_forward(x, w, b, out, None, "none", **s)
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
+    out, preact = np.empty(ref.shape, dtype), np.empty(ref.shape, dtype)
+    _C.conv_forward(x, w, b, out, preact, "relu", **s)
+    np.testing.assert_allclose(preact, ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(out, np.maximum(ref, 0), rtol=tol, atol=tol)
+    # backward-data (as a convolution of g where the stride is 1)
+    g = rng.standard_normal(ref.shape).astype(dtype)
+    gx = np.empty_like(x)
+    _C.conv_backward(g, x, w, None, "none", gx, None, None, **s)
+    np.testing.assert_allclose(gx, reference_backward_data(g, w, x.shape, **s), rtol=tol, atol=tol)
+
+
 def test_transposed_forward_needs_no_x():
     rng = np.random.default_rng(0)
     w, g = rng.standard_normal((6, 2, 3, 3)), rng.standard_normal((1, 6, 4, 6))

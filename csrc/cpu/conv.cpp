@@ -4,13 +4,15 @@
 // cut into tiles of Pt, so that one GEMM covers many images when the images are small (a
 // sentence of 50 words) and the workspace stays bounded when they are large. Per group and
 // tile:
-//   forward          col[K, Pt] = im2col(x);  tile[Pt, C_out_g] = col^T W_g^T + bias (W_g
-//                    packed once);  preact and act on the way from the tile into out (NCHW);
-//                    for short patches (small K) tile[C_out_g, Pt] = W_g col instead
+//   forward          col[K, Pt] = im2col(x);  tile[C_out_g, Pt] = W_g col + bias (W_g and
+//                    the bias packed once), written straight into out (NCHW) when the tile
+//                    lies in one image, else staged and copied by rows
 //   backward-data    gt[C_out_g, Pt] = gathered g;  col = W_g^T gt;  col2im adds col into grad_x
 //   backward-weight  col = im2col(x);  grad_W_g += gt col^T  (tiles added in order)
+// Kernels larger than 1 x 1 on wide images skip im2col: the forward pass and, with stride
+// 1, backward-data run the direct kernel of conv_direct.cpp (conv_direct_pays decides).
 // Depthwise convolutions (one input channel per group) have nothing to multiply as a
-// matrix and run a direct kernel instead.
+// matrix and run a direct kernel of their own.
 //
 // Every element is summed in an order fixed by the shapes alone (GEMMs are
 // thread-count independent, the passes around them give each output element to one thread),
@@ -19,8 +21,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
 #include <vector>
 
+#include "conv_direct.h"
 #include "gemm.h"
 #include "threads.h"
 
@@ -36,11 +40,6 @@ constexpr int64_t kTileElements = int64_t(1) << 18;
 // The forward pass's per-thread budget (col, its packed copy, the output tile): about a
 // core's L2, so that a tile goes from im2col through the GEMM to out without leaving it.
 constexpr int64_t kThreadTileBytes = int64_t(1) << 20;
-// Fewer positions than this per tile make the GEMMs too thin to run well.
-constexpr int64_t kMinTilePositions = 64;
-// Up to this many patch elements (K = C_in/groups * KH * KW) the forward pass makes the
-// filters the GEMM's rows (measured: faster up to 32 channels x 3 x 3, even at 64 x 3 x 3).
-constexpr int64_t kSmallPatch = 320;
 // Below this many elements a pass is not worth a thread team.
 constexpr int64_t kParallelMinElements = int64_t(1) << 15;
 
@@ -115,6 +114,8 @@ void im2col(const Tile& t, const T* x, T* col) {
         const T* src = x + ((r.n * g.C_in + ci) * g.H + iy) * g.W + ix0;
         if (sw == 1)
           std::memcpy(d + j.lo, src + j.lo, (j.hi - j.lo) * sizeof(T));
+        else if (sw == 2)  // a constant stride, which the compiler vectorizes
+          for (int64_t i = j.lo; i < j.hi; ++i) d[i] = src[2 * i];
         else
           for (int64_t i = j.lo; i < j.hi; ++i) d[i] = src[i * sw];
       }
@@ -139,39 +140,17 @@ void col2im(const Tile& t, const T* col, T* grad_x) {
           if (j.hi <= j.lo) return;
           T* dst = grad_x + ((r.n * g.C_in + ci) * g.H + iy) * g.W + ix0;
           const T* s = row + r.col;
-          for (int64_t i = j.lo; i < j.hi; ++i) dst[i * sw] += s[i];
+          if (sw == 1)  // a unit stride, which the compiler vectorizes
+            for (int64_t i = j.lo; i < j.hi; ++i) dst[i] += s[i];
+          else
+            for (int64_t i = j.lo; i < j.hi; ++i) dst[i * sw] += s[i];
         });
       }
   }
 }
 
-// out = act(z) and preact = z for the tile's output channels, z = tile[col, c] (the bias
-// is already in). Runs are disjoint pieces of out: threads take whole runs.
-template <typename T>
-void store_output(const Tile& t, const ConvForwardArgs<T>& a, const T* tile) {
-  const ConvGeometry& g = t.g;
-  const int64_t Cog = g.C_out_group(), n_runs = static_cast<int64_t>(t.runs->size());
-#pragma omp parallel for schedule(static) if (Cog * t.positions > kParallelMinElements)
-  for (int64_t ri = 0; ri < n_runs; ++ri) {
-    const Run& r = (*t.runs)[ri];
-    const int64_t len = r.ox1 - r.ox0;
-    for (int64_t c = 0; c < Cog; ++c) {
-      const int64_t co = t.group * Cog + c;
-      const int64_t offset = ((r.n * g.C_out + co) * t.H_out + r.oy) * t.W_out + r.ox0;
-      const T* src = tile + r.col * Cog + c;
-      if (a.preact)
-        for (int64_t i = 0; i < len; ++i) a.preact[offset + i] = src[i * Cog];
-      T* dst = a.out + offset;
-      if (a.act == Activation::None)
-        for (int64_t i = 0; i < len; ++i) dst[i] = src[i * Cog];
-      else
-        for (int64_t i = 0; i < len; ++i) dst[i] = activation_forward(a.act, src[i * Cog]);
-    }
-  }
-}
-
-// The same from a tile stored by channel, tile[c, col] without the bias: each run is one
-// contiguous copy (bias, preact and act on the way).
+// out = act(z) and preact = z for the tile's output channels, z = tile[c, col] (the bias
+// is already in): each run is one contiguous copy.
 template <typename T>
 void store_rows(const Tile& t, const ConvForwardArgs<T>& a, const T* tile) {
   const ConvGeometry& g = t.g;
@@ -179,18 +158,16 @@ void store_rows(const Tile& t, const ConvForwardArgs<T>& a, const T* tile) {
 #pragma omp parallel for schedule(static) if (Cog * t.positions > kParallelMinElements)
   for (int64_t c = 0; c < Cog; ++c) {
     const int64_t co = t.group * Cog + c;
-    const T b = a.bias ? a.bias[co] : T(0);
     for (const Run& r : *t.runs) {
       const int64_t offset = ((r.n * g.C_out + co) * t.H_out + r.oy) * t.W_out + r.ox0;
       const T* src = tile + c * t.Pt + r.col;
       const int64_t len = r.ox1 - r.ox0;
-      if (a.preact)
-        for (int64_t i = 0; i < len; ++i) a.preact[offset + i] = src[i] + b;
+      if (a.preact) std::copy(src, src + len, a.preact + offset);
       T* dst = a.out + offset;
       if (a.act == Activation::None)
-        for (int64_t i = 0; i < len; ++i) dst[i] = src[i] + b;
+        std::copy(src, src + len, dst);
       else
-        for (int64_t i = 0; i < len; ++i) dst[i] = activation_forward(a.act, src[i] + b);
+        for (int64_t i = 0; i < len; ++i) dst[i] = activation_forward(a.act, src[i]);
     }
   }
 }
@@ -219,21 +196,30 @@ void gather_grad(const Tile& t, const ConvBackwardArgs<T>& a, T* gt) {
   }
 }
 
-int64_t tile_positions(int64_t total, int64_t rows) {
-  return std::clamp(kTileElements / std::max<int64_t>(rows, 1), kMinTilePositions,
-                    std::max<int64_t>(total, 1));
-}
-
-// Runs fn(tile) for each tile of the output positions of group `group`.
-template <typename Fn>
-void for_each_tile(const ConvGeometry& g, int64_t group, int64_t Pt, Fn&& fn) {
-  const int64_t H_out = g.H_out(), W_out = g.W_out(), total = g.N * H_out * W_out;
-  for (int64_t q0 = 0; q0 < total; q0 += Pt) {
-    const int64_t q1 = std::min(total, q0 + Pt);
-    std::vector<Run> runs;
-    runs_of(q0, q1, H_out, W_out, runs);
-    fn(Tile{g, group, H_out, W_out, Pt, &runs, q1 - q0});
+// How the output positions are cut into tiles of whole GEMM panels (`align` positions),
+// about `budget` positions each: images that fill at least half a tile get tiles of their
+// own (a tile is then a matrix with row stride P inside out and grad_out), unless that
+// would pad them by more than 1/16; smaller images share tiles.
+struct TilePlan {
+  int64_t P, total, Pt, tiles_per_image, n_tiles;
+  bool per_image;
+  int64_t image(int64_t i) const { return per_image ? i / tiles_per_image : -1; }
+  int64_t first(int64_t i) const {  // within its image when per_image, else overall
+    return per_image ? i % tiles_per_image * Pt : i * Pt;
   }
+  int64_t size(int64_t i) const { return std::min((per_image ? P : total) - first(i), Pt); }
+  int64_t start(int64_t i) const { return per_image ? image(i) * P + first(i) : first(i); }
+};
+
+TilePlan plan_tiles(const ConvGeometry& g, int64_t budget, int64_t align) {
+  const int64_t P = g.H_out() * g.W_out(), total = g.N * P;
+  budget = std::max(align, budget / align * align);
+  const int64_t image_Pt = ceil_div(ceil_div(P, ceil_div(P, budget)), align) * align;
+  const int64_t per_image_tiles = ceil_div(P, image_Pt);
+  if (per_image_tiles * image_Pt * 16 <= P * 17)
+    return {P, total, image_Pt, per_image_tiles, g.N * per_image_tiles, true};
+  const int64_t Pt = std::min(budget, ceil_div(total, align) * align);
+  return {P, total, Pt, 1, ceil_div(total, Pt), false};
 }
 
 // ---- depthwise: one input channel per group, channel multiplier C_out / C_in
@@ -363,145 +349,211 @@ void depthwise_backward(const ConvBackwardArgs<T>& a) {
   }
 }
 
-// grad_bias[co] = sum of g over images and positions; channels are independent.
+// grad_bias[co] = sum of g over images and positions; channels are independent. Each
+// channel is summed in kLanes partial sums side by side (a fixed order the compiler can
+// vectorise), added up at the end.
 template <typename T>
 void bias_grad(const ConvBackwardArgs<T>& a) {
+  constexpr int64_t kLanes = 16;
   const ConvGeometry& g = a.geo;
   const int64_t P = g.H_out() * g.W_out();
 #pragma omp parallel for schedule(static) if (g.N * g.C_out * P > kParallelMinElements)
   for (int64_t co = 0; co < g.C_out; ++co) {
-    T sum = T(0);
+    T part[kLanes] = {};
     for (int64_t n = 0; n < g.N; ++n) {
       const int64_t offset = (n * g.C_out + co) * P;
       const T* go = a.grad_out + offset;
-      if (a.act == Activation::None) {
-        for (int64_t p = 0; p < P; ++p) sum += go[p];
-      } else {
-        const T* z = a.preact + offset;
-        for (int64_t p = 0; p < P; ++p) sum += go[p] * activation_derivative(a.act, z[p]);
+      const T* z = a.preact ? a.preact + offset : nullptr;
+      for (int64_t p0 = 0; p0 < P; p0 += kLanes) {
+        const int64_t len = std::min(kLanes, P - p0);
+        if (a.act == Activation::None && len == kLanes) {
+          for (int64_t l = 0; l < kLanes; ++l) part[l] += go[p0 + l];
+        } else {
+          for (int64_t l = 0; l < len; ++l)
+            part[l] += a.act == Activation::None
+                           ? go[p0 + l]
+                           : go[p0 + l] * activation_derivative(a.act, z[p0 + l]);
+        }
       }
     }
+    T sum = T(0);
+    for (int64_t l = 0; l < kLanes; ++l) sum += part[l];
     a.grad_bias[co] = sum;
+  }
+}
+
+// The filters are the GEMM's rows (packed once per group) and a tile's positions its
+// columns: tile[c, j] = sum_k W_g[c, k] col[k, j] + b[c], the bias riding as one more k
+// (a column of the packed filters against a row of ones under col). Images of at least
+// half a tile get tiles of their own, which the GEMM writes straight into out (act and
+// preact in its epilogue); smaller images share tiles, staged and copied to out by rows.
+// Threads take whole tiles: each runs im2col, packs the tile, multiplies and stores it,
+// alone and in its own workspace; every output element comes from one tile, so the
+// thread count changes nothing.
+template <typename T>
+void forward_by_filters(const ConvForwardArgs<T>& a) {
+  const ConvGeometry& g = a.geo;
+  const int64_t K = g.K(), Kb = K + (a.bias ? 1 : 0), Cog = g.C_out_group();
+  const TilePlan plan = plan_tiles(g, kThreadTileBytes / int64_t(sizeof(T)) / (2 * Kb + Cog),
+                                   gemm_panel_width<T>());
+  const int64_t P = plan.P, total = plan.total, Pt = plan.Pt, n_tiles = plan.n_tiles;
+  const bool per_image = plan.per_image;
+  const double work = double(total) * double(K) * double(Cog);
+  const int nt = work < double(kParallelMinElements) * 8 ? 1
+                                                          : int(std::min<int64_t>(max_threads(), n_tiles));
+  const int64_t col_size = Kb * Pt, per_thread = col_size + (per_image ? 0 : Cog * Pt);
+  auto workspace = aligned_array<T>(nt * per_thread);
+  for (int id = 0; id < nt; ++id) {  // the row of ones under col, never overwritten
+    T* ones = workspace.get() + id * per_thread + K * Pt;
+    std::fill(ones, ones + (Kb - K) * Pt, T(1));
+  }
+  auto filters = aligned_array<T>(packed_rows_size<T>(Cog, Kb));
+  auto with_bias = aligned_array<T>(a.bias ? Cog * Kb : 1);
+  std::vector<std::vector<Run>> runs(nt);
+  for (auto& r : runs) r.reserve(Pt);
+  std::exception_ptr error;  // pack_operand allocates: carried out of the team, rethrown
+  for (int64_t group = 0; group < g.groups; ++group) {
+    const T* w = a.weight + group * Cog * K;
+    if (a.bias) {
+      for (int64_t c = 0; c < Cog; ++c) {
+        std::copy(w + c * K, w + (c + 1) * K, with_bias.get() + c * Kb);
+        with_bias[c * Kb + K] = a.bias[group * Cog + c];
+      }
+      w = with_bias.get();
+    }
+    pack_rows<T>(Cog, Kb, {w, Kb, 1}, filters.get());
+#pragma omp parallel num_threads(nt)
+    {
+      const int id = thread_id();
+      T* col = workspace.get() + id * per_thread;
+      T* tile = col + col_size;
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < n_tiles; ++i) {
+        const int64_t q0 = plan.start(i), m = plan.size(i);
+        runs_of(q0, q0 + m, g.H_out(), g.W_out(), runs[id]);
+        const Tile t{g, group, g.H_out(), g.W_out(), Pt, &runs[id], m};
+        im2col(t, a.x, col);
+        const int64_t offset = (plan.image(i) * g.C_out + group * Cog) * P + plan.first(i);
+        try {
+          const PackedOperand<T> b = pack_operand<T>(m, Kb, {col, 1, Pt});
+          if (per_image)
+            gemm_packed_columns<T>(Cog, filters.get(), b, 0, m, a.out + offset, P,
+                                   {nullptr, a.act, a.preact ? a.preact + offset : nullptr});
+          else
+            gemm_packed_columns<T>(Cog, filters.get(), b, 0, m, tile, Pt);
+        } catch (...) {
+#pragma omp critical(conv_forward_error)
+          error = std::current_exception();
+          continue;
+        }
+        if (!per_image) store_rows(t, a, tile);
+      }
+    }
+    if (error) std::rethrow_exception(error);
   }
 }
 
 }  // namespace
 
-// Few patch elements (an image network's first layers): the GEMM is short, and moving its
-// result position by position would cost as much, so the filters are the GEMM's rows and
-// each tile row goes to out as one contiguous run. Tiles run one after the other, the
-// GEMM and the passes each split among the threads.
-template <typename T>
-void forward_small_patch(const ConvForwardArgs<T>& a) {
-  const ConvGeometry& g = a.geo;
-  const int64_t K = g.K(), Cog = g.C_out_group();
-  const int64_t Pt = tile_positions(g.N * g.H_out() * g.W_out(), K + Cog);
-  auto col = aligned_array<T>(K * Pt);
-  auto tile = aligned_array<T>(Cog * Pt);
-  for (int64_t group = 0; group < g.groups; ++group)
-    for_each_tile(g, group, Pt, [&](const Tile& t) {
-      im2col(t, a.x, col.get());
-      // tile[c, j] = sum_k W_g[c, k] col[k, j]
-      gemm<T>(Cog, t.positions, K, {a.weight + group * Cog * K, K, 1}, {col.get(), 1, Pt},
-              tile.get(), Pt);
-      store_rows(t, a, tile.get());
-    });
-}
-
 template <typename T>
 void conv_forward(const ConvForwardArgs<T>& a) {
+  if (is_depthwise(a.geo)) return depthwise_forward(a);
+  if (conv_direct_pays<T>(a.geo)) return conv_forward_direct(a);
+  forward_by_filters(a);
+}
+
+namespace {
+
+// With stride 1, backward-data is itself a convolution: of g, padded by the kernel's span
+// less the forward padding, with each group's filters transposed (C_in <-> C_out) and
+// flipped. That convolution's geometry, where it exists (padding no wider than the span).
+bool backward_data_as_conv(const ConvGeometry& g, ConvGeometry* out) {
+  const int64_t span_h = g.dilation_h * (g.KH - 1), span_w = g.dilation_w * (g.KW - 1);
+  if (g.stride_h != 1 || g.stride_w != 1 || g.pad_top > span_h || g.pad_bottom > span_h ||
+      g.pad_left > span_w || g.pad_right > span_w)
+    return false;
+  *out = {g.N, g.C_out, g.H_out(), g.W_out(), g.C_in, g.KH, g.KW, 1, 1,
+          span_h - g.pad_top, span_h - g.pad_bottom, span_w - g.pad_left, span_w - g.pad_right,
+          g.dilation_h, g.dilation_w, g.groups};
+  return true;
+}
+
+// grad_x = that convolution of grad_out, by the direct kernel.
+template <typename T>
+void backward_data_direct(const ConvBackwardArgs<T>& a, const ConvGeometry& t) {
   const ConvGeometry& g = a.geo;
-  if (is_depthwise(g)) return depthwise_forward(a);
-  if (g.K() <= kSmallPatch) return forward_small_patch(a);
-  const int64_t K = g.K(), Cog = g.C_out_group(), H_out = g.H_out(), W_out = g.W_out();
-  const int64_t total = g.N * H_out * W_out;
-  // Threads take whole tiles: each runs im2col, packs the tile, multiplies it by the packed
-  // filters and stores it, alone and in its own workspace; every output element comes from
-  // one tile, so the thread count changes nothing.
-  constexpr int64_t kMaxMr = 16;  // packed_rows_size(m, K) <= (m + kMaxMr) * K for every m
-  const int64_t Pt = std::clamp<int64_t>(kThreadTileBytes / int64_t(sizeof(T)) / (2 * K + Cog),
-                                         kMinTilePositions, std::max<int64_t>(total, 1));
-  // A 1x1 convolution with stride 1 and no padding reads x as it is stored (the input
-  // channels of a position are P apart): no im2col, provided a tile stays within one
-  // image, so those tiles are cut per image.
-  const int64_t P = H_out * W_out;
-  const bool pointwise = g.KH == 1 && g.KW == 1 && g.stride_h == 1 && g.stride_w == 1 &&
-                         g.pad_top == 0 && g.pad_bottom == 0 && g.pad_left == 0 && g.pad_right == 0;
-  const int64_t tiles_per_image = ceil_div(P, Pt);
-  const int64_t n_tiles = pointwise ? g.N * tiles_per_image : ceil_div(total, Pt);
-  const double work = double(total) * double(K) * double(Cog);
-  const int nt = work < double(kParallelMinElements) * 8 ? 1
-                                                          : int(std::min<int64_t>(max_threads(), n_tiles));
-  const int64_t col_size = K * Pt, packed_size = (Pt + kMaxMr) * K, tile_size = Pt * Cog;
-  const int64_t per_thread = col_size + packed_size + tile_size;
-  auto workspace = aligned_array<T>(nt * per_thread);
-  std::vector<std::vector<Run>> runs(nt);
-  for (auto& r : runs) r.reserve(Pt);
+  const int64_t Cig = g.C_in_group(), Cog = g.C_out_group(), taps = g.KH * g.KW;
+  // flipped[g*Cig + ci, c, ky, kx] = weight[g*Cog + c, ci, KH-1-ky, KW-1-kx]
+  auto flipped = aligned_array<T>(g.C_out * Cig * taps);
+  for (int64_t group = 0; group < g.groups; ++group)
+    for (int64_t ci = 0; ci < Cig; ++ci)
+      for (int64_t c = 0; c < Cog; ++c) {
+        const T* src = a.weight + ((group * Cog + c) * Cig + ci) * taps;
+        T* dst = flipped.get() + ((group * Cig + ci) * Cog + c) * taps;
+        for (int64_t k = 0; k < taps; ++k) dst[k] = src[taps - 1 - k];
+      }
+  conv_forward_direct<T>({t, a.grad_out, flipped.get(), nullptr, a.grad_x, nullptr, Activation::None});
+}
+
+// Backward by im2col and GEMMs. Tiles run one after the other (grad_weight adds them up in
+// order), the GEMMs and the passes each split among the threads. g is gathered per tile
+// even where it could be read in place: rows P apart in grad_out, side by side, thrash L1
+// as the GEMM packs them.
+template <typename T>
+void backward_by_tiles(const ConvBackwardArgs<T>& a) {
+  const ConvGeometry& g = a.geo;
+  if (!a.grad_x && !a.grad_weight) return;
+  const int64_t K = g.K(), Cog = g.C_out_group();
+  if (a.grad_x) std::fill(a.grad_x, a.grad_x + g.N * g.C_in * g.H * g.W, T(0));
+  if (a.grad_weight) std::fill(a.grad_weight, a.grad_weight + g.C_out * K, T(0));
+  const TilePlan plan = plan_tiles(g, kTileElements / (K + Cog), gemm_panel_width<T>());
+  const int64_t Pt = plan.Pt;
+  auto col = aligned_array<T>(K * Pt);
+  auto gt = aligned_array<T>(Cog * Pt);
+  auto dw = aligned_array<T>(a.grad_weight ? Cog * K : 1);
+  std::vector<Run> runs;
+  runs.reserve(Pt);
   for (int64_t group = 0; group < g.groups; ++group) {
-    // Positions are the GEMM's rows and the group's filters its columns (packed once), so
-    // the bias rides in the GEMM's epilogue: tile[j, c] = sum_k col[k, j] W_g[c, k] + b[c].
-    const PackedOperand<T> w = pack_operand<T>(Cog, K, {a.weight + group * Cog * K, K, 1});
-    const GemmEpilogue<T> bias{a.bias ? a.bias + group * Cog : nullptr};
-#pragma omp parallel num_threads(nt)
-    {
-      const int id = thread_id();
-      T* col = workspace.get() + id * per_thread;
-      T* packed = col + col_size;
-      T* tile = packed + packed_size;
-#pragma omp for schedule(static)
-      for (int64_t i = 0; i < n_tiles; ++i) {
-        const int64_t n = i / tiles_per_image, p0 = i % tiles_per_image * Pt;
-        const int64_t q0 = pointwise ? n * P + p0 : i * Pt;
-        const int64_t q1 = pointwise ? n * P + std::min(P, p0 + Pt) : std::min(total, q0 + Pt);
-        const int64_t m = q1 - q0;
-        runs_of(q0, q1, H_out, W_out, runs[id]);
-        const Tile t{g, group, H_out, W_out, Pt, &runs[id], m};
-        if (pointwise) {
-          pack_rows<T>(m, K, {a.x + (n * g.C_in + group * K) * P + p0, 1, P}, packed);
-        } else {
-          im2col(t, a.x, col);
-          pack_rows<T>(m, K, {col, 1, Pt}, packed);
-        }
-        gemm_packed_columns<T>(m, packed, w, 0, Cog, tile, Cog, bias);
-        store_output(t, a, tile);
+    const T* w = a.weight + group * Cog * K;
+    T* grad_w = a.grad_weight ? a.grad_weight + group * Cog * K : nullptr;
+    for (int64_t i = 0; i < plan.n_tiles; ++i) {
+      const int64_t q0 = plan.start(i), m = plan.size(i);
+      runs_of(q0, q0 + m, g.H_out(), g.W_out(), runs);
+      const Tile t{g, group, g.H_out(), g.W_out(), Pt, &runs, m};
+      gather_grad(t, a, gt.get());
+      if (a.grad_x) {
+        // col[k, j] = sum_c W_g[c, k] g[c, j]
+        gemm<T>(K, m, Cog, {w, 1, K}, {gt.get(), 1, Pt}, col.get(), Pt);
+        col2im(t, col.get(), a.grad_x);
+      }
+      if (grad_w) {
+        im2col(t, a.x, col.get());
+        // dw[c, k] = sum_j g[c, j] col[k, j], added to grad_w tile after tile
+        gemm<T>(Cog, K, m, {gt.get(), Pt, 1}, {col.get(), Pt, 1}, dw.get(), K);
+        T* d = dw.get();
+#pragma omp parallel for schedule(static) if (Cog * K > kParallelMinElements)
+        for (int64_t j = 0; j < Cog * K; ++j) grad_w[j] += d[j];
       }
     }
   }
 }
+
+}  // namespace
 
 template <typename T>
 void conv_backward(const ConvBackwardArgs<T>& a) {
   const ConvGeometry& g = a.geo;
   if (is_depthwise(g)) return depthwise_backward(a);
   if (a.grad_bias) bias_grad(a);
-  if (!a.grad_x && !a.grad_weight) return;
-  const int64_t K = g.K(), Cog = g.C_out_group();
-  if (a.grad_x) std::fill(a.grad_x, a.grad_x + g.N * g.C_in * g.H * g.W, T(0));
-  if (a.grad_weight) std::fill(a.grad_weight, a.grad_weight + g.C_out * K, T(0));
-  const int64_t Pt = tile_positions(g.N * g.H_out() * g.W_out(), K + Cog);
-  auto col = aligned_array<T>(K * Pt);
-  auto gt = aligned_array<T>(Cog * Pt);
-  auto dw = aligned_array<T>(a.grad_weight ? Cog * K : 1);
-  for (int64_t group = 0; group < g.groups; ++group) {
-    const T* w = a.weight + group * Cog * K;
-    T* grad_w = a.grad_weight ? a.grad_weight + group * Cog * K : nullptr;
-    for_each_tile(g, group, Pt, [&](const Tile& t) {
-      gather_grad(t, a, gt.get());
-      if (a.grad_x) {
-        // col[k, j] = sum_c W_g[c, k] gt[c, j]
-        gemm<T>(K, t.positions, Cog, {w, 1, K}, {gt.get(), 1, Pt}, col.get(), Pt);
-        col2im(t, col.get(), a.grad_x);
-      }
-      if (grad_w) {
-        im2col(t, a.x, col.get());
-        // dw[c, k] = sum_j gt[c, j] col[k, j], added to grad_w tile after tile
-        gemm<T>(Cog, K, t.positions, {gt.get(), Pt, 1}, {col.get(), Pt, 1}, dw.get(), K);
-        T* d = dw.get();
-#pragma omp parallel for schedule(static) if (Cog * K > kParallelMinElements)
-        for (int64_t i = 0; i < Cog * K; ++i) grad_w[i] += d[i];
-      }
-    });
+  ConvGeometry transposed;
+  if (a.grad_x && a.act == Activation::None && backward_data_as_conv(g, &transposed) &&
+      conv_direct_pays<T>(transposed)) {
+    backward_data_direct(a, transposed);
+    ConvBackwardArgs<T> rest = a;
+    rest.grad_x = nullptr;
+    return backward_by_tiles(rest);
   }
+  backward_by_tiles(a);
 }
 
 template void conv_forward<float>(const ConvForwardArgs<float>&);
