@@ -483,6 +483,14 @@ for mode, P, dtype, reverse in [("lstm", None, np.float32, True), ("lstm", 100, 
     for a in list(fwd.values()) + list(g.values()):
         if a is not None:
             h.update(a.tobytes())
+# one step: the step products are gemm() calls with their own threads
+for mode, P in [("gru", None), ("lstm", 100)]:
+    layer = make_layer(mode, 1, 9, 70, 300, P, True, np.float32, seed=2)
+    fwd = forward(layer, None, False)
+    g = backward(layer, fwd, *output_grads(layer), None, False)
+    for a in list(fwd.values()) + list(g.values()):
+        if a is not None:
+            h.update(a.tobytes())
 print(h.hexdigest())
 """
 

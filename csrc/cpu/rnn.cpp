@@ -368,6 +368,11 @@ RowFn<Row> row_kernel() {
 // a team per GEMM and per pass: that matters most when waiting threads sleep
 // (OMP_WAIT_POLICY=PASSIVE). The state h is double-buffered so that no thread overwrites
 // the rows another still reads.
+//
+// A single step is the exception: the step products then call gemm(), which reads the
+// weights in place with its own threads (the loop runs on one thread, outside any active
+// parallel region), because packing all the weights first would cost more than the one
+// product they serve.
 
 int team_size(double work_per_step) {
 #ifdef _OPENMP
@@ -663,16 +668,20 @@ void rnn_forward(const RnnForwardArgs<T>& a) {
   if (TB == 0) return;
 
   gemm<T>(TB, GH, L.I, {a.x, L.I, 1}, {a.w_ih, L.I, 1}, L.gates, GH, {a.b_ih});
+  const bool one_step = L.steps == 1;
   // W_hh packed gate by gate, so that a thread's hidden units are whole panels of each.
   std::vector<PackedOperand<T>> w_hh;
-  for (int64_t g = 0; g < G; ++g) w_hh.push_back(pack_operand<T>(H, P, {a.w_hh + g * H * P, P, 1}));
   PackedOperand<T> w_hr;
-  if (L.proj) w_hr = pack_operand<T>(P, H, {a.w_hr, H, 1});
+  if (!one_step) {
+    for (int64_t g = 0; g < G; ++g) w_hh.push_back(pack_operand<T>(H, P, {a.w_hh + g * H * P, P, 1}));
+    if (L.proj) w_hr = pack_operand<T>(P, H, {a.w_hr, H, 1});
+  }
 
-  const int nt = team_size(double(B) * double(GH) * double(P));
+  const int nt = one_step ? 1 : team_size(double(B) * double(GH) * double(P));
   const int64_t panel = gemm_panel_width<T>();
   const int64_t a_size =
-      std::max(packed_rows_size<T>(B, P), L.proj ? packed_rows_size<T>(B, H) : int64_t(0));
+      one_step ? 0
+               : std::max(packed_rows_size<T>(B, P), L.proj ? packed_rows_size<T>(B, H) : int64_t(0));
   AlignedArray<T> a_packs = aligned_array<T>(nt * a_size), hg = aligned_array<T>(B * GH),
                   h_other = aligned_array<T>(B * P), mstep, hnew;
   if (L.proj) {
@@ -681,7 +690,7 @@ void rnn_forward(const RnnForwardArgs<T>& a) {
   }
   T* const h_buf[2] = {a.h_n, h_other.get()};
 
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (nt > 1)
   {
     const Team team = this_team();
     const auto [j0, j1] = team.columns(H, panel);
@@ -689,10 +698,14 @@ void rnn_forward(const RnnForwardArgs<T>& a) {
     T* a_mine = a_packs.get() + team.id * a_size;
     for (int64_t s = 0; s < L.steps; ++s) {
       const StepState<T> st{h_buf[s % 2], h_buf[(s + 1) % 2]};
-      pack_rows<T>(B, P, {st.h_in, P, 1}, a_mine);
-      for (int64_t g = 0; g < G; ++g)
-        gemm_packed_columns<T>(B, a_mine, w_hh[g], j0, j1, hg.get() + g * H, GH,
-                               {a.b_hh ? a.b_hh + g * H : nullptr});
+      if (one_step) {
+        gemm<T>(B, GH, P, {st.h_in, P, 1}, {a.w_hh, P, 1}, hg.get(), GH, {a.b_hh});
+      } else {
+        pack_rows<T>(B, P, {st.h_in, P, 1}, a_mine);
+        for (int64_t g = 0; g < G; ++g)
+          gemm_packed_columns<T>(B, a_mine, w_hh[g], j0, j1, hg.get() + g * H, GH,
+                                 {a.b_hh ? a.b_hh + g * H : nullptr});
+      }
       switch (a.mode) {
         case RnnMode::LSTM: lstm_forward_columns(L, a, s, hg.get(), st, mstep.get(), j0, j1); break;
         case RnnMode::GRU: gru_forward_columns(L, a, s, hg.get(), st, j0, j1); break;
@@ -700,8 +713,12 @@ void rnn_forward(const RnnForwardArgs<T>& a) {
       }
       if (L.proj) {
 #pragma omp barrier
-        pack_rows<T>(B, H, {mstep.get(), H, 1}, a_mine);
-        gemm_packed_columns<T>(B, a_mine, w_hr, p0, p1, hnew.get(), P);
+        if (one_step) {
+          gemm<T>(B, P, H, {mstep.get(), H, 1}, {a.w_hr, H, 1}, hnew.get(), P);
+        } else {
+          pack_rows<T>(B, H, {mstep.get(), H, 1}, a_mine);
+          gemm_packed_columns<T>(B, a_mine, w_hr, p0, p1, hnew.get(), P);
+        }
         lstm_projection_columns(L, a, s, hnew.get(), st, p0, p1);
       }
 #pragma omp barrier
@@ -725,13 +742,17 @@ void rnn_backward(const RnnBackwardArgs<T>& a) {
     if (a.grad_h0) copy_or_zero(a.grad_h_n, B * P, a.grad_h0);
     if (a.grad_c0) copy_or_zero(a.grad_c_n, B * H, a.grad_c0);
   } else {
-    const PackedOperand<T> w_hh = pack_operand<T>(P, GH, {f.w_hh, 1, P});
-    PackedOperand<T> w_hr;
-    if (L.proj) w_hr = pack_operand<T>(H, P, {f.w_hr, 1, H});
-    const int nt = team_size(double(B) * double(GH) * double(P));
+    const bool one_step = L.steps == 1;
+    PackedOperand<T> w_hh, w_hr;
+    if (!one_step) {
+      w_hh = pack_operand<T>(P, GH, {f.w_hh, 1, P});
+      if (L.proj) w_hr = pack_operand<T>(H, P, {f.w_hr, 1, H});
+    }
+    const int nt = one_step ? 1 : team_size(double(B) * double(GH) * double(P));
     const int64_t panel = gemm_panel_width<T>();
     const int64_t a_size =
-        std::max(packed_rows_size<T>(B, GH), L.proj ? packed_rows_size<T>(B, P) : int64_t(0));
+        one_step ? 0
+                 : std::max(packed_rows_size<T>(B, GH), L.proj ? packed_rows_size<T>(B, P) : int64_t(0));
     AlignedArray<T> a_packs = aligned_array<T>(nt * a_size), rec = aligned_array<T>(B * P),
                     dgsteps, dc, direct, dhstep, dm;
     // Two step buffers, alternating: a thread may write the next step's rows while another
@@ -752,7 +773,7 @@ void rnn_backward(const RnnBackwardArgs<T>& a) {
     std::fill(zeros.get(), zeros.get() + std::max(H, P), T(0));
     const LaterGrad<T> later{rec.get(), direct.get(), a.grad_h_n, zeros.get(), P};
 
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (nt > 1)
     {
       // Without a projection P == H, and a thread's columns of dh_prev are the hidden units
       // its gate pass reads in the step before: no barrier between the two.
@@ -767,8 +788,12 @@ void rnn_backward(const RnnBackwardArgs<T>& a) {
             if (L.proj) {
               lstm_projection_backward_columns(L, a, d, s, later, dhstep.get(), p0, p1);
 #pragma omp barrier
-              pack_rows<T>(B, P, {dhstep.get(), P, 1}, a_mine);
-              gemm_packed_columns<T>(B, a_mine, w_hr, j0, j1, dm.get(), H);
+              if (one_step) {
+                gemm<T>(B, H, P, {dhstep.get(), P, 1}, {f.w_hr, 1, H}, dm.get(), H);
+              } else {
+                pack_rows<T>(B, P, {dhstep.get(), P, 1}, a_mine);
+                gemm_packed_columns<T>(B, a_mine, w_hr, j0, j1, dm.get(), H);
+              }
             }
             lstm_backward_columns(L, a, d, s, later, dm.get(), dc_run, dgstep, j0, j1);
             break;
@@ -781,8 +806,13 @@ void rnn_backward(const RnnBackwardArgs<T>& a) {
         // dh_prev = dG W_hh: for the step before, or (s == 0) grad_h0.
         if (s == 0 && !a.grad_h0) break;
         const T* dg = L.aligned ? d.dgh + L.row(s, 0, GH) : dgstep;
-        pack_rows<T>(B, GH, {dg, GH, 1}, a_mine);
-        gemm_packed_columns<T>(B, a_mine, w_hh, p0, p1, s > 0 ? rec.get() : a.grad_h0, P);
+        T* dh_prev = s > 0 ? rec.get() : a.grad_h0;
+        if (one_step) {
+          gemm<T>(B, P, GH, {dg, GH, 1}, {f.w_hh, 1, P}, dh_prev, P);
+        } else {
+          pack_rows<T>(B, GH, {dg, GH, 1}, a_mine);
+          gemm_packed_columns<T>(B, a_mine, w_hh, p0, p1, dh_prev, P);
+        }
       }
       if (a.grad_h0 && gru)  // + the z * dh part, on the columns this thread wrote
         for (int64_t b = 0; b < B; ++b)
