@@ -394,8 +394,11 @@ template <typename T>
 void forward_by_filters(const ConvForwardArgs<T>& a) {
   const ConvGeometry& g = a.geo;
   const int64_t K = g.K(), Kb = K + (a.bias ? 1 : 0), Cog = g.C_out_group();
-  const TilePlan plan = plan_tiles(g, kThreadTileBytes / int64_t(sizeof(T)) / (2 * Kb + Cog),
-                                   gemm_panel_width<T>());
+  // at most an L2's worth per tile, and one tile per thread (of whole panels) where that is less
+  const int64_t align = gemm_panel_width<T>();
+  const int64_t budget = std::min(kThreadTileBytes / int64_t(sizeof(T)) / (2 * Kb + Cog),
+                                  ceil_div(ceil_div(g.N * g.H_out() * g.W_out(), max_threads()), align) * align);
+  const TilePlan plan = plan_tiles(g, budget, align);
   const int64_t P = plan.P, total = plan.total, Pt = plan.Pt, n_tiles = plan.n_tiles;
   const bool per_image = plan.per_image;
   const double work = double(total) * double(K) * double(Cog);
@@ -495,47 +498,101 @@ void backward_data_direct(const ConvBackwardArgs<T>& a, const ConvGeometry& t) {
   conv_forward_direct<T>({t, a.grad_out, flipped.get(), nullptr, a.grad_x, nullptr, Activation::None});
 }
 
-// Backward by im2col and GEMMs. Tiles run one after the other (grad_weight adds them up in
-// order), the GEMMs and the passes each split among the threads. g is gathered per tile
-// even where it could be read in place: rows P apart in grad_out, side by side, thrash L1
-// as the GEMM packs them.
+// Backward-data by im2col and GEMMs. Tiles run one after the other, the GEMMs and the passes
+// each split among the threads. g is gathered per tile even where it could be read in place:
+// rows P apart in grad_out, side by side, thrash L1 as the GEMM packs them.
 template <typename T>
-void backward_by_tiles(const ConvBackwardArgs<T>& a) {
+void grad_x_by_tiles(const ConvBackwardArgs<T>& a, const TilePlan& plan) {
   const ConvGeometry& g = a.geo;
-  if (!a.grad_x && !a.grad_weight) return;
-  const int64_t K = g.K(), Cog = g.C_out_group();
-  if (a.grad_x) std::fill(a.grad_x, a.grad_x + g.N * g.C_in * g.H * g.W, T(0));
-  if (a.grad_weight) std::fill(a.grad_weight, a.grad_weight + g.C_out * K, T(0));
-  const TilePlan plan = plan_tiles(g, kTileElements / (K + Cog), gemm_panel_width<T>());
-  const int64_t Pt = plan.Pt;
+  const int64_t K = g.K(), Cog = g.C_out_group(), Pt = plan.Pt;
+  std::fill(a.grad_x, a.grad_x + g.N * g.C_in * g.H * g.W, T(0));
   auto col = aligned_array<T>(K * Pt);
   auto gt = aligned_array<T>(Cog * Pt);
-  auto dw = aligned_array<T>(a.grad_weight ? Cog * K : 1);
   std::vector<Run> runs;
   runs.reserve(Pt);
   for (int64_t group = 0; group < g.groups; ++group) {
     const T* w = a.weight + group * Cog * K;
-    T* grad_w = a.grad_weight ? a.grad_weight + group * Cog * K : nullptr;
     for (int64_t i = 0; i < plan.n_tiles; ++i) {
       const int64_t q0 = plan.start(i), m = plan.size(i);
       runs_of(q0, q0 + m, g.H_out(), g.W_out(), runs);
       const Tile t{g, group, g.H_out(), g.W_out(), Pt, &runs, m};
       gather_grad(t, a, gt.get());
-      if (a.grad_x) {
-        // col[k, j] = sum_c W_g[c, k] g[c, j]
-        gemm<T>(K, m, Cog, {w, 1, K}, {gt.get(), 1, Pt}, col.get(), Pt);
-        col2im(t, col.get(), a.grad_x);
-      }
-      if (grad_w) {
-        im2col(t, a.x, col.get());
-        // dw[c, k] = sum_j g[c, j] col[k, j], added to grad_w tile after tile
-        gemm<T>(Cog, K, m, {gt.get(), Pt, 1}, {col.get(), Pt, 1}, dw.get(), K);
-        T* d = dw.get();
-#pragma omp parallel for schedule(static) if (Cog * K > kParallelMinElements)
-        for (int64_t j = 0; j < Cog * K; ++j) grad_w[j] += d[j];
-      }
+      // col[k, j] = sum_c W_g[c, k] g[c, j]
+      gemm<T>(K, m, Cog, {w, 1, K}, {gt.get(), 1, Pt}, col.get(), Pt);
+      col2im(t, col.get(), a.grad_x);
     }
   }
+}
+
+// Backward-weight: tile i's product is added into partial sum i % kWeightSlots and the
+// partial sums are added up in slot order, a fixed order whatever the thread count; the
+// threads share out the slots, each running its tiles' passes and GEMMs alone.
+constexpr int64_t kWeightSlots = 8;
+
+template <typename T>
+void grad_weight_by_tiles(const ConvBackwardArgs<T>& a, const TilePlan& plan) {
+  const ConvGeometry& g = a.geo;
+  const int64_t K = g.K(), Cog = g.C_out_group(), Pt = plan.Pt, size = Cog * K;
+  const int64_t slots = std::min(kWeightSlots, plan.n_tiles);
+  if (slots == 0) {  // no output positions: no gradient
+    std::fill(a.grad_weight, a.grad_weight + g.groups * size, T(0));
+    return;
+  }
+  const double work = double(plan.total) * double(K) * double(Cog);
+  const int nt = work < double(kParallelMinElements) * 8 ? 1 : int(std::min<int64_t>(max_threads(), slots));
+  const int64_t per_thread = (K + Cog) * Pt + size;  // col, gathered g, one tile's product
+  auto workspace = aligned_array<T>(nt * per_thread);
+  auto partial = aligned_array<T>(slots * size);
+  std::vector<std::vector<Run>> runs(nt);
+  for (auto& r : runs) r.reserve(Pt);
+  std::exception_ptr error;  // gemm allocates: carried out of the team, rethrown
+  for (int64_t group = 0; group < g.groups; ++group) {
+#pragma omp parallel num_threads(nt)
+    {
+      const int id = thread_id();
+      T* col = workspace.get() + id * per_thread;
+      T* gt = col + K * Pt;
+      T* dw = gt + Cog * Pt;
+#pragma omp for schedule(static)
+      for (int64_t slot = 0; slot < slots; ++slot) {
+        T* sum = partial.get() + slot * size;
+        std::fill(sum, sum + size, T(0));
+        for (int64_t i = slot; i < plan.n_tiles; i += slots) {
+          const int64_t q0 = plan.start(i), m = plan.size(i);
+          runs_of(q0, q0 + m, g.H_out(), g.W_out(), runs[id]);
+          const Tile t{g, group, g.H_out(), g.W_out(), Pt, &runs[id], m};
+          gather_grad(t, a, gt);
+          im2col(t, a.x, col);
+          try {
+            // dw[c, k] = sum_j g[c, j] col[k, j]
+            gemm<T>(Cog, K, m, {gt, Pt, 1}, {col, Pt, 1}, dw, K);
+          } catch (...) {
+#pragma omp critical(conv_backward_error)
+            error = std::current_exception();
+            break;
+          }
+          for (int64_t j = 0; j < size; ++j) sum[j] += dw[j];
+        }
+      }
+    }
+    if (error) std::rethrow_exception(error);
+    T* grad_w = a.grad_weight + group * size;
+    const T* p = partial.get();
+#pragma omp parallel for schedule(static) if (size > kParallelMinElements)
+    for (int64_t j = 0; j < size; ++j) {
+      T total = p[j];
+      for (int64_t slot = 1; slot < slots; ++slot) total += p[slot * size + j];
+      grad_w[j] = total;
+    }
+  }
+}
+
+template <typename T>
+void backward_by_tiles(const ConvBackwardArgs<T>& a) {
+  const ConvGeometry& g = a.geo;
+  const TilePlan plan = plan_tiles(g, kTileElements / (g.K() + g.C_out_group()), gemm_panel_width<T>());
+  if (a.grad_x) grad_x_by_tiles(a, plan);
+  if (a.grad_weight) grad_weight_by_tiles(a, plan);
 }
 
 }  // namespace

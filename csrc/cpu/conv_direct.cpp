@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "gemm.h"
+#include "threads.h"
 
 namespace unet::cpu {
 namespace {
@@ -157,9 +158,16 @@ void conv_forward_direct(const ConvForwardArgs<T>& a) {
 
   // Allocate before the parallel regions: nothing may throw inside them.
   // xs, with slack for the last block's reads past the end of the last plane.
-  const int64_t xs_size = g.C_in * g.stride_h * g.stride_w * s.plane;
-  auto xs = aligned_array<T>(xs_size + NR + s.Wph);
-  std::fill(xs.get() + xs_size, xs.get() + xs_size + NR + s.Wph, T(0));
+  // Images go to threads whole when there are enough of them (no thread team per image,
+  // one xs each); else one image at a time, its blocks shared among the threads.
+  const int64_t xs_size = g.C_in * g.stride_h * g.stride_w * s.plane, xs_stride = xs_size + NR + s.Wph;
+  const double image_work = double(span) * double(K) * double(Cog) * double(g.groups);
+  const int nt = max_threads();
+  const bool by_images = nt > 1 && g.N >= nt && image_work * double(g.N) > double(1 << 18);
+  const int n_xs = by_images ? nt : 1;
+  auto xs = aligned_array<T>(n_xs * xs_stride);
+  for (int i = 0; i < n_xs; ++i)
+    std::fill(xs.get() + i * xs_stride + xs_size, xs.get() + (i + 1) * xs_stride, T(0));
   // Filters in tiles of MR, k-major within a tile, and their biases (rows past Cog zero).
   auto w = aligned_array<T>(g.groups * co_blocks * K * MR);
   auto bias = aligned_array<T>(g.groups * co_blocks * MR);
@@ -182,11 +190,10 @@ void conv_forward_direct(const ConvForwardArgs<T>& a) {
   // row goes straight into out; other blocks go through a tile.
   const bool plain = a.act == Activation::None && !a.preact;
 
-  for (int64_t n = 0; n < g.N; ++n) {
-    split_image(g, s, a.x + n * g.C_in * g.H * g.W, xs.get());
+  auto run_image = [&](int64_t n, T* image_xs, bool share_blocks) {
+    split_image(g, s, a.x + n * g.C_in * g.H * g.W, image_xs);
     const int64_t items = g.groups * blocks;
-    const bool parallel = double(span) * double(K) * double(Cog) * double(g.groups) > double(1 << 18);
-#pragma omp parallel for schedule(static) if (parallel)
+#pragma omp parallel for schedule(static) if (share_blocks)
     for (int64_t item = 0; item < items; ++item) {
       alignas(64) T tile[kMaxTile];
       const int64_t group = item / blocks, j0 = item % blocks * NR;
@@ -198,11 +205,11 @@ void conv_forward_direct(const ConvForwardArgs<T>& a) {
         const int64_t rows = std::min<int64_t>(MR, Cog - cb * MR);
         const int64_t o0 = (n * g.C_out + group * Cog + cb * MR) * P;  // row 0 of this block
         if (plain && in_row && rows == MR) {
-          kern.fn(K, off, xs.get() + j0, w.get() + wb * K * MR, bias.get() + wb * MR,
+          kern.fn(K, off, image_xs + j0, w.get() + wb * K * MR, bias.get() + wb * MR,
                   a.out + o0 + oy0 * W_out + ox0, P);
           continue;
         }
-        kern.fn(K, off, xs.get() + j0, w.get() + wb * K * MR, bias.get() + wb * MR, tile, NR);
+        kern.fn(K, off, image_xs + j0, w.get() + wb * K * MR, bias.get() + wb * MR, tile, NR);
         // Out by rows of the image: the positions of this block that exist.
         for (int64_t j = j0; j < std::min(j0 + NR, span);) {
           const int64_t oy = j / s.Wph, ox = j % s.Wph;
@@ -222,6 +229,16 @@ void conv_forward_direct(const ConvForwardArgs<T>& a) {
         }
       }
     }
+  };
+  if (by_images) {
+#pragma omp parallel num_threads(nt)
+    {
+      T* mine = xs.get() + thread_id() * xs_stride;
+#pragma omp for schedule(static)
+      for (int64_t n = 0; n < g.N; ++n) run_image(n, mine, false);
+    }
+  } else {
+    for (int64_t n = 0; n < g.N; ++n) run_image(n, xs.get(), image_work > double(1 << 18));
   }
 }
 
