@@ -20,6 +20,12 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 
 std::string type_name(py::handle obj) { return py::str(py::type::handle_of(obj).attr("__name__")); }
 
+bool all_empty(std::initializer_list<const Array*> outputs) {
+  for (const Array* a : outputs)
+    if (a && a->t.numel() > 0) return false;
+  return true;
+}
+
 void type_error(const std::string& name, const std::string& msg) { throw py::type_error(name + ": " + msg); }
 void value_error(const std::string& name, const std::string& msg) { throw py::value_error(name + ": " + msg); }
 

@@ -72,6 +72,9 @@ std::string shape_str(const std::vector<int64_t>& shape);
 // "x (M=2, K=3)": an already checked array with its dimension names, for contexts.
 std::string describe(const Array& a, std::initializer_list<const char*> dim_names);
 
+// Whether every given output (null: absent) has no elements: nothing to compute.
+bool all_empty(std::initializer_list<const Array*> outputs);
+
 // Null entries (absent optional arguments) are skipped by the checks below.
 // Float arrays only.
 void check_same_dtype(const Array& ref, std::initializer_list<const Array*> others);

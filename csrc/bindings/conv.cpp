@@ -161,9 +161,7 @@ void conv_backward(py::handle grad_out_, py::handle x_, py::handle weight_, py::
       {&grad_out, ptr(x), &weight, ptr(preact), ptr(grad_x), ptr(grad_weight), ptr(grad_bias)});
   check_no_overlap({ptr(grad_x), ptr(grad_weight), ptr(grad_bias)},
                    {&grad_out, ptr(x), &weight, ptr(preact)});
-  const bool any = (grad_x && grad_x->t.numel() > 0) || (grad_weight && grad_weight->t.numel() > 0) ||
-                   (grad_bias && grad_bias->t.numel() > 0);
-  if (!any) return;
+  if (all_empty({ptr(grad_x), ptr(grad_weight), ptr(grad_bias)})) return;
 
   dispatch_dtype(weight.t.dtype, [&](auto zero) {
     using T = decltype(zero);

@@ -9,12 +9,6 @@
 namespace unet::bindings {
 namespace {
 
-bool all_empty(std::initializer_list<const Array*> outputs) {
-  for (const Array* a : outputs)
-    if (a && a->t.numel() > 0) return false;
-  return true;
-}
-
 void linear_forward(py::handle x_, py::handle weight_, py::handle bias_, py::handle out_,
                     py::handle preact_, py::handle activation_, py::handle stream_) {
   const Activation act = parse_activation(activation_);
