@@ -430,7 +430,7 @@ void forward_by_filters(const ConvForwardArgs<T>& a) {
       const int id = thread_id();
       T* col = workspace.get() + id * per_thread;
       T* tile = col + col_size;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static, 1)  // round robin: few tiles, the last one short, still balance
       for (int64_t i = 0; i < n_tiles; ++i) {
         const int64_t q0 = plan.start(i), m = plan.size(i);
         runs_of(q0, q0 + m, g.H_out(), g.W_out(), runs[id]);
