@@ -62,10 +62,13 @@ def _as_4d(a, spatial):
     return a.reshape(a.shape[:2] + (1,) + a.shape[2:]) if spatial == 1 else a
 
 
-class ConvFunction(Function):
-    """act(conv(x, weight) + bias) over 1 or 2 spatial dims."""
+class _ConvBase(Function):
+    """What both convolution Functions keep from forward: the original shapes and dtypes (their
+    gradients return in them) and the 4-d, contiguous kernel-dtype x and weight."""
 
-    def forward(self, x, weight, bias=None, *, spatial, stride, pads, dilation, groups, activation):
+    def _save_inputs(self, x, weight, bias, spatial, stride, pads, dilation, groups):
+        """Returns (array module, kernel dtype, output dtype, bias), the last two as autocast
+        rounds them."""
         xp = array_module(x)
         self.shape_x, self.shape_w, self.spatial = x.shape, weight.shape, spatial
         self.has_bias = bias is not None
@@ -74,14 +77,23 @@ class ConvFunction(Function):
         compute = _kernel_dtype(x.dtype)
         self.x = xp.ascontiguousarray(_as_4d(x, spatial), dtype=compute)
         self.w = xp.ascontiguousarray(_as_4d(weight, spatial), dtype=compute)
-        b = None if bias is None else xp.ascontiguousarray(bias, dtype=compute)
         self.settings = _kernel_settings(stride, pads, dilation) + (groups,)
+        return xp, compute, x.dtype, bias
+
+
+class ConvFunction(_ConvBase):
+    """act(conv(x, weight) + bias) over 1 or 2 spatial dims."""
+
+    def forward(self, x, weight, bias=None, *, spatial, stride, pads, dilation, groups, activation):
+        xp, compute, out_dtype, bias = self._save_inputs(x, weight, bias, spatial, stride, pads, dilation,
+                                                         groups)
+        b = None if bias is None else xp.ascontiguousarray(bias, dtype=compute)
         out = xp.empty(_conv_out_shape(self.x.shape, self.w.shape, *self.settings), dtype=compute)
         self.preact = None if activation == "none" else xp.empty_like(out)
         self.activation = activation
         _C.conv_forward(self.x, self.w, b, out, self.preact, activation, *self.settings,
                         current_stream_ptr(x))
-        return _squeeze(out, spatial).astype(x.dtype, copy=False)
+        return _squeeze(out, spatial).astype(out_dtype, copy=False)
 
     def backward(self, g):
         xp = array_module(g)
@@ -101,26 +113,19 @@ class ConvFunction(Function):
         return grads
 
 
-class ConvTransposeFunction(Function):
+class ConvTransposeFunction(_ConvBase):
     """The adjoint of conv (weight [C_in, C_out/groups, *k]) plus bias."""
 
     def forward(self, x, weight, bias=None, *, spatial, stride, pads, dilation, groups, out_size):
-        xp = array_module(x)
-        self.shape_x, self.shape_w, self.spatial = x.shape, weight.shape, spatial
-        self.has_bias = bias is not None
-        self.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
-        x, weight, bias = cast_for_matmul(x, weight, bias)  # the output follows x's (rounded) dtype
-        compute = _kernel_dtype(x.dtype)
-        self.x = xp.ascontiguousarray(_as_4d(x, spatial), dtype=compute)
-        self.w = xp.ascontiguousarray(_as_4d(weight, spatial), dtype=compute)
-        self.settings = _kernel_settings(stride, pads, dilation) + (groups,)
+        xp, compute, out_dtype, bias = self._save_inputs(x, weight, bias, spatial, stride, pads, dilation,
+                                                         groups)
         size = (1,) + tuple(out_size) if spatial == 1 else tuple(out_size)
         out = xp.empty((x.shape[0], weight.shape[1] * groups) + size, dtype=compute)
         _C.conv_backward(self.x, None, self.w, None, "none", out, None, None, *self.settings,
                          current_stream_ptr(x))
         if bias is not None:
             out += xp.asarray(bias, dtype=compute).reshape(-1, 1, 1)
-        return _squeeze(out, spatial).astype(x.dtype, copy=False)
+        return _squeeze(out, spatial).astype(out_dtype, copy=False)
 
     def backward(self, g):
         xp = array_module(g)
