@@ -41,13 +41,18 @@ std::string dtype_of(py::handle obj, const std::string& fallback) {
 }
 
 // What an array argument may hold: float32/float64 (every kernel but matmul), int64
-// (indices), or the matmul's float32/float16/bfloat16.
-enum class Kind { Float, Int64, Matrix };
+// (indices), the matmul's float32/float16/bfloat16, or any of the four float dtypes (the
+// kernels with a mixed-precision form).
+enum class Kind { Float, Int64, Matrix, AnyFloat };
+
+bool takes_float64(Kind kind) { return kind == Kind::Float || kind == Kind::AnyFloat; }
+bool takes_16bit(Kind kind) { return kind == Kind::Matrix || kind == Kind::AnyFloat; }
 
 const char* expected_dtypes(Kind kind) {
   switch (kind) {
     case Kind::Float: return "a float32 or float64 array";
     case Kind::Int64: return "an int64 array";
+    case Kind::AnyFloat: return "a float32, float64, float16 or bfloat16 array";
     default: return "a float32, float16 or bfloat16 array";
   }
 }
@@ -107,10 +112,10 @@ Array parse_buffer(py::handle obj, const std::string& name, Kind kind) {
     a.is_int64 = true;
   } else if (floats && b.format == py::format_descriptor<float>::format() && b.itemsize == 4) {
     a.t.dtype = DType::Float32;
-  } else if (kind == Kind::Float && b.format == py::format_descriptor<double>::format() &&
+  } else if (takes_float64(kind) && b.format == py::format_descriptor<double>::format() &&
              b.itemsize == 8) {
     a.t.dtype = DType::Float64;
-  } else if (kind == Kind::Matrix && b.format == "e" && b.itemsize == 2) {
+  } else if (takes_16bit(kind) && b.format == "e" && b.itemsize == 2) {
     a.t.dtype = DType::Float16;
   } else {
     type_error(name, std::string("expected ") + expected_dtypes(kind) + ", got " +
@@ -181,11 +186,11 @@ Array parse_cuda_array(py::handle obj, const std::string& name, Kind kind) {
       a.is_int64 = true;
     } else if (kind != Kind::Int64 && typestr == "<f4") {
       a.t.dtype = DType::Float32;
-    } else if (kind == Kind::Float && typestr == "<f8") {
+    } else if (takes_float64(kind) && typestr == "<f8") {
       a.t.dtype = DType::Float64;
-    } else if (kind == Kind::Matrix && typestr == "<f2") {
+    } else if (takes_16bit(kind) && typestr == "<f2") {
       a.t.dtype = DType::Float16;
-    } else if (kind == Kind::Matrix && (typestr == "<V2" || typestr == "|V2") && is_bfloat16(obj)) {
+    } else if (takes_16bit(kind) && (typestr == "<V2" || typestr == "|V2") && is_bfloat16(obj)) {
       a.t.dtype = DType::BFloat16;
     } else {
       type_error(name, std::string("expected ") + expected_dtypes(kind) + ", got " +
@@ -234,7 +239,7 @@ std::optional<Array> parse_any_array(py::handle obj, const char* name, Role role
   Array a;
   if (has_cuda_array_interface(obj))
     a = parse_cuda_array(obj, name, kind);
-  else if (kind == Kind::Matrix && py::hasattr(obj, "__array_interface__") && is_bfloat16(obj))
+  else if (takes_16bit(kind) && py::hasattr(obj, "__array_interface__") && is_bfloat16(obj))
     a = parse_bfloat16_numpy(obj, name);
   else if (PyObject_CheckBuffer(obj.ptr()))
     a = parse_buffer(obj, name, kind);
@@ -267,6 +272,15 @@ std::optional<Array> parse_optional_matrix_array(py::handle obj, const char* nam
 Array parse_matrix_array(py::handle obj, const char* name, Role role) {
   if (obj.is_none()) type_error(name, "expected an array, got None");
   return *parse_optional_matrix_array(obj, name, role);
+}
+
+std::optional<Array> parse_optional_any_float_array(py::handle obj, const char* name, Role role) {
+  return parse_any_array(obj, name, role, Kind::AnyFloat);
+}
+
+Array parse_any_float_array(py::handle obj, const char* name, Role role) {
+  if (obj.is_none()) type_error(name, "expected an array, got None");
+  return *parse_optional_any_float_array(obj, name, role);
 }
 
 void check_shape(const Array& a, std::initializer_list<Dim> dims, const std::string& context) {

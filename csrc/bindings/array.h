@@ -49,6 +49,11 @@ Array parse_array(py::handle obj, const char* name, Role role);
 // says what the bits mean, not an extra argument.
 std::optional<Array> parse_optional_matrix_array(py::handle obj, const char* name, Role role);
 Array parse_matrix_array(py::handle obj, const char* name, Role role);
+// The same as parse_optional_array for the kernels with a mixed-precision form (the
+// convolutions): float32, float64, float16 or bfloat16 (as parse_optional_matrix_array
+// reads them), C-contiguous.
+std::optional<Array> parse_optional_any_float_array(py::handle obj, const char* name, Role role);
+Array parse_any_float_array(py::handle obj, const char* name, Role role);
 // The same for an int64 input array (indices, lengths); the shape and device checks below
 // accept it, and it counts in the overlap checks.
 std::optional<Array> parse_optional_int64_array(py::handle obj, const char* name);

@@ -78,6 +78,21 @@ ConvGeometry geometry(const std::vector<int64_t>& input_shape, const char* input
   return g;
 }
 
+bool is_16bit(DType d) { return d == DType::Float16 || d == DType::BFloat16; }
+
+// The inputs share ref's dtype. With 32/64-bit inputs so do the others; with 16-bit ones
+// (the mixed-precision form) the others are float32.
+void check_conv_dtypes(const Array& ref, std::initializer_list<const Array*> inputs,
+                       std::initializer_list<const Array*> others) {
+  check_same_dtype(ref, inputs);
+  if (!is_16bit(ref.t.dtype)) return check_same_dtype(ref, others);
+  for (const Array* a : others)
+    if (a && a->t.dtype != DType::Float32)
+      type_error(a->name, std::string("expected float32 with ") + dtype_name(ref.t.dtype) + " " +
+                              ref.name + " (the mixed-precision convolution), got " +
+                              dtype_name(a->t.dtype));
+}
+
 std::string out_context(const ConvGeometry& g) {
   return "for N=" + std::to_string(g.N) + ", C_out=" + std::to_string(g.C_out) + " and the " +
          "convolution's output size " + std::to_string(g.H_out()) + " x " + std::to_string(g.W_out());
@@ -89,8 +104,8 @@ void conv_forward(py::handle x_, py::handle weight_, py::handle bias_, py::handl
                   py::handle stream_) {
   const Activation act = parse_activation(activation_);
   [[maybe_unused]] const uintptr_t stream = parse_stream(stream_);  // CUDA only
-  const Array x = parse_array(x_, "x", Role::Input);
-  const Array weight = parse_array(weight_, "weight", Role::Input);
+  const Array x = parse_any_float_array(x_, "x", Role::Input);
+  const Array weight = parse_any_float_array(weight_, "weight", Role::Input);
   const std::optional<Array> bias = parse_optional_array(bias_, "bias", Role::Input);
   const Array out = parse_array(out_, "out", Role::Output);
   const std::optional<Array> preact = parse_optional_array(preact_, "preact", Role::Output);
@@ -103,11 +118,20 @@ void conv_forward(py::handle x_, py::handle weight_, py::handle bias_, py::handl
   check_shape(out, {{"N", g.N}, {"C_out", g.C_out}, {"H_out", g.H_out()}, {"W_out", g.W_out()}}, ctx);
   if (preact)
     check_shape(*preact, {{"N", g.N}, {"C_out", g.C_out}, {"H_out", g.H_out()}, {"W_out", g.W_out()}}, ctx);
-  check_same_dtype(x, {&weight, ptr(bias), &out, ptr(preact)});
+  check_conv_dtypes(x, {&weight}, {ptr(bias), &out, ptr(preact)});
   [[maybe_unused]] const Device device = check_same_device({&x, &weight, ptr(bias), &out, ptr(preact)});
   check_no_overlap({&out, ptr(preact)}, {&x, &weight, ptr(bias)});
   if (out.t.numel() == 0) return;
 
+  if (is_16bit(x.t.dtype)) {
+    const ConvMixedForwardArgs args{g, x.t.dtype, x.t.ptr, weight.t.ptr, data<float>(bias),
+                                    out.t.data<float>(), data<float>(preact), act};
+    py::gil_scoped_release no_gil;
+#ifdef UNET_WITH_CUDA
+    if (device.type == DeviceType::CUDA) return cuda::conv_forward_mixed(args, stream, device.index);
+#endif
+    return cpu::conv_forward_mixed(args);
+  }
   dispatch_dtype(x.t.dtype, [&](auto zero) {
     using T = decltype(zero);
     const ConvForwardArgs<T> args{g, x.t.data<T>(), weight.t.data<T>(), data<T>(bias),
@@ -126,9 +150,9 @@ void conv_backward(py::handle grad_out_, py::handle x_, py::handle weight_, py::
                    py::handle dilation_, py::handle groups_, py::handle stream_) {
   const Activation act = parse_activation(activation_);
   [[maybe_unused]] const uintptr_t stream = parse_stream(stream_);  // CUDA only
-  const Array grad_out = parse_array(grad_out_, "grad_out", Role::Input);
-  const std::optional<Array> x = parse_optional_array(x_, "x", Role::Input);
-  const Array weight = parse_array(weight_, "weight", Role::Input);
+  const Array grad_out = parse_any_float_array(grad_out_, "grad_out", Role::Input);
+  const std::optional<Array> x = parse_optional_any_float_array(x_, "x", Role::Input);
+  const Array weight = parse_any_float_array(weight_, "weight", Role::Input);
   const std::optional<Array> preact = parse_optional_array(preact_, "preact", Role::Input);
   require_preact(preact, act);
   const std::optional<Array> grad_x = parse_optional_array(grad_x_, "grad_x", Role::Output);
@@ -156,13 +180,23 @@ void conv_backward(py::handle grad_out_, py::handle x_, py::handle weight_, py::
     check_shape(*grad_weight, {{"C_out", g.C_out}, {"C_in/groups", g.C_in_group()}, {"KH", g.KH}, {"KW", g.KW}},
                 "matching weight");
   if (grad_bias) check_shape(*grad_bias, {{"C_out", g.C_out}}, "matching weight");
-  check_same_dtype(weight, {&grad_out, ptr(x), ptr(preact), ptr(grad_x), ptr(grad_weight), ptr(grad_bias)});
+  check_conv_dtypes(weight, {&grad_out, ptr(x)}, {ptr(preact), ptr(grad_x), ptr(grad_weight), ptr(grad_bias)});
   [[maybe_unused]] const Device device = check_same_device(
       {&grad_out, ptr(x), &weight, ptr(preact), ptr(grad_x), ptr(grad_weight), ptr(grad_bias)});
   check_no_overlap({ptr(grad_x), ptr(grad_weight), ptr(grad_bias)},
                    {&grad_out, ptr(x), &weight, ptr(preact)});
   if (all_empty({ptr(grad_x), ptr(grad_weight), ptr(grad_bias)})) return;
 
+  if (is_16bit(weight.t.dtype)) {
+    const ConvMixedBackwardArgs args{g, weight.t.dtype, grad_out.t.ptr, x ? x->t.ptr : nullptr,
+                                     weight.t.ptr, data<float>(preact), act, data<float>(grad_x),
+                                     data<float>(grad_weight), data<float>(grad_bias)};
+    py::gil_scoped_release no_gil;
+#ifdef UNET_WITH_CUDA
+    if (device.type == DeviceType::CUDA) return cuda::conv_backward_mixed(args, stream, device.index);
+#endif
+    return cpu::conv_backward_mixed(args);
+  }
   dispatch_dtype(weight.t.dtype, [&](auto zero) {
     using T = decltype(zero);
     const ConvBackwardArgs<T> args{g, grad_out.t.data<T>(), data<T>(x), weight.t.data<T>(),
@@ -190,7 +224,9 @@ required unless activation == "none". stride (sh, sw) >= 1, padding (top, bottom
 right) >= 0, dilation (dh, dw) >= 1, groups >= 1 dividing C_in and C_out.
 activation: "none", "relu", "gelu", "tanh" or "sigmoid". Arrays: float32 or float64,
 one dtype, C-contiguous, all numpy (CPU) or all CUDA arrays on one device; outputs are
-overwritten and must not overlap the inputs. stream: cudaStream_t as int (CUDA only).)doc");
+overwritten and must not overlap the inputs. Mixed precision: float16 or bfloat16 x and
+weight, float32 bias, out and preact (16-bit products summed in float32; tensor cores on
+CUDA). stream: cudaStream_t as int (CUDA only).)doc");
   m.def("conv_backward", &conv_backward, py::arg("grad_out"), py::arg("x"), py::arg("weight"),
         py::arg("preact"), py::arg("activation"), py::arg("grad_x"), py::arg("grad_weight"),
         py::arg("grad_bias"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
@@ -200,7 +236,9 @@ overwritten and must not overlap the inputs. stream: cudaStream_t as int (CUDA o
 grad_x [N, C_in, H, W] (backward-data: also the transposed convolution's forward),
 grad_weight [C_out, C_in/groups, KH, KW], grad_bias [C_out]: each may be None (not
 computed). x may be None when grad_weight is None; the input's shape then comes from
-grad_x. Same settings and array rules as conv_forward. Returns None.)doc");
+grad_x. Same settings and array rules as conv_forward; in the mixed-precision form
+grad_out, x and weight are float16 or bfloat16, the rest float32, and g is rounded to the
+16-bit dtype before it enters the products. Returns None.)doc");
 }
 
 }  // namespace unet::bindings

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "convert.h"
 #include "gemm.h"
 #include "threads.h"
 #include "matmul_bf16.h"
@@ -39,28 +40,6 @@ const void* at(const void* p, DType t, int64_t elems) {
 }
 void* at(void* p, DType t, int64_t elems) {
   return static_cast<char*>(p) + elems * dtype_size(t);
-}
-
-// n values of dtype t at src, exactly as float32.
-void widen(DType t, const void* src, int64_t n, float* dst) {
-  const auto* h = static_cast<const uint16_t*>(src);
-  if (t == DType::Float16)
-    for (int64_t i = 0; i < n; ++i) dst[i] = half_to_float(h[i]);
-  else if (t == DType::BFloat16)
-    for (int64_t i = 0; i < n; ++i) dst[i] = bfloat16_to_float(h[i]);
-  else
-    std::memcpy(dst, src, n * sizeof(float));
-}
-
-// n float32 values rounded (to nearest even) to dtype t at dst.
-void narrow(DType t, const float* src, int64_t n, void* dst) {
-  auto* h = static_cast<uint16_t*>(dst);
-  if (t == DType::Float16)
-    for (int64_t i = 0; i < n; ++i) h[i] = float_to_half(src[i]);
-  else if (t == DType::BFloat16)
-    for (int64_t i = 0; i < n; ++i) h[i] = float_to_bfloat16(src[i]);
-  else
-    std::memcpy(dst, src, n * sizeof(float));
 }
 
 // A rows x cols matrix of dtype t (leading dimension ld) as a dense float32 one.

@@ -24,6 +24,7 @@
 #include <cstdint>
 
 #include "unet/activations.h"
+#include "unet/tensor.h"
 
 namespace unet {
 
@@ -67,11 +68,44 @@ struct ConvBackwardArgs {
   T* grad_bias;
 };
 
+// Mixed precision (autocast, or 16-bit tensors): x, weight and grad_out hold one 16-bit
+// dtype (Float16 or BFloat16); bias, out, preact and the three gradients are float32.
+// Every product is of two 16-bit values, summed in float32. In backward,
+// g = grad_out * act'(preact) is rounded to the 16-bit dtype before it enters the products
+// and the bias sum (as if the activation were a layer of its own); with act None, g is
+// grad_out itself. The CPU runs the float32 kernels on exact float32 copies; CUDA runs
+// tensor-core implicit GEMMs (cuda/conv_mma.cu) where it can.
+struct ConvMixedForwardArgs {
+  ConvGeometry geo;
+  DType dtype;  // of x and weight
+  const void* x;
+  const void* weight;
+  const float* bias;
+  float* out;
+  float* preact;
+  Activation act;
+};
+
+struct ConvMixedBackwardArgs {
+  ConvGeometry geo;
+  DType dtype;  // of grad_out, x and weight
+  const void* grad_out;
+  const void* x;
+  const void* weight;
+  const float* preact;
+  Activation act;
+  float* grad_x;
+  float* grad_weight;
+  float* grad_bias;
+};
+
 namespace cpu {
 template <typename T>
 void conv_forward(const ConvForwardArgs<T>& args);
 template <typename T>
 void conv_backward(const ConvBackwardArgs<T>& args);
+void conv_forward_mixed(const ConvMixedForwardArgs& args);
+void conv_backward_mixed(const ConvMixedBackwardArgs& args);
 }  // namespace cpu
 
 // Asynchronous on `stream` (a cudaStream_t as an integer) of CUDA device `device`;
@@ -81,6 +115,8 @@ template <typename T>
 void conv_forward(const ConvForwardArgs<T>& args, uintptr_t stream, int device);
 template <typename T>
 void conv_backward(const ConvBackwardArgs<T>& args, uintptr_t stream, int device);
+void conv_forward_mixed(const ConvMixedForwardArgs& args, uintptr_t stream, int device);
+void conv_backward_mixed(const ConvMixedBackwardArgs& args, uintptr_t stream, int device);
 }  // namespace cuda
 
 }  // namespace unet

@@ -6,19 +6,19 @@ backward-weight in one call. The transposed convolutions are the adjoint: their 
 is the convolution's backward-data, their backward the convolution's forward (input
 gradient) and backward-weight.
 
-float16/bfloat16 tensors follow the mixed-precision rule of ``functional/linear.py``:
-their values go through the kernel in float32 and the results are rounded back.
-Under ``unet.amp.autocast`` (as the recurrent layers do) the input, weight and bias are
-rounded to the autocast dtype and the float32 kernel runs on those values (16-bit inputs,
-float32 accumulation); the output is in the autocast dtype, and the gradients of float32
-tensors (master parameters) arrive in float32.
+float16/bfloat16 inputs take the kernels' mixed-precision form: 16-bit input and weight
+(and, in backward, output gradient), float32 bias, outputs and gradients, products summed
+in float32 (tensor cores on CUDA); the output is rounded back to the 16-bit dtype. Under
+``unet.amp.autocast`` the input, weight and bias are first rounded to the autocast dtype,
+so the same form runs; the gradients of float32 tensors (master parameters) arrive in
+float32.
 """
 from __future__ import annotations
 
 import numbers
 
 from .. import _C, backend
-from ..amp.autocast import cast_for_matmul, dtypes_mix
+from ..amp.autocast import HALF_DTYPES, cast_for_matmul, dtypes_mix
 from ..autograd import Function
 from ..backend import array_module, current_stream_ptr
 from ..tensor import Tensor
@@ -64,7 +64,8 @@ def _as_4d(a, spatial):
 
 class _ConvBase(Function):
     """What both convolution Functions keep from forward: the original shapes and dtypes (their
-    gradients return in them) and the 4-d, contiguous kernel-dtype x and weight."""
+    gradients return in them) and the 4-d, contiguous x and weight in the kernel's input dtype:
+    16-bit for the mixed-precision form, else the compute dtype."""
 
     def _save_inputs(self, x, weight, bias, spatial, stride, pads, dilation, groups):
         """Returns (array module, kernel dtype, output dtype, bias), the last two as autocast
@@ -74,9 +75,10 @@ class _ConvBase(Function):
         self.has_bias = bias is not None
         self.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
         x, weight, bias = cast_for_matmul(x, weight, bias)  # the output follows x's (rounded) dtype
-        compute = _kernel_dtype(x.dtype)
-        self.x = xp.ascontiguousarray(_as_4d(x, spatial), dtype=compute)
-        self.w = xp.ascontiguousarray(_as_4d(weight, spatial), dtype=compute)
+        self.compute = compute = _kernel_dtype(x.dtype)  # of bias, outputs and gradients
+        kernel_in = x.dtype if x.dtype in HALF_DTYPES else compute
+        self.x = xp.ascontiguousarray(_as_4d(x, spatial), dtype=kernel_in)
+        self.w = xp.ascontiguousarray(_as_4d(weight, spatial), dtype=kernel_in)
         self.settings = _kernel_settings(stride, pads, dilation) + (groups,)
         return xp, compute, x.dtype, bias
 
@@ -100,9 +102,9 @@ class ConvFunction(_ConvBase):
         g4 = xp.ascontiguousarray(_as_4d(g, self.spatial), dtype=self.x.dtype)
         want_x, want_w = self.needs_input_grad[0], self.needs_input_grad[1]
         want_b = self.has_bias and self.needs_input_grad[2]
-        gx = xp.empty_like(self.x) if want_x else None
-        gw = xp.empty_like(self.w) if want_w else None
-        gb = xp.empty(self.w.shape[0], dtype=self.x.dtype) if want_b else None
+        gx = xp.empty(self.x.shape, dtype=self.compute) if want_x else None
+        gw = xp.empty(self.w.shape, dtype=self.compute) if want_w else None
+        gb = xp.empty(self.w.shape[0], dtype=self.compute) if want_b else None
         _C.conv_backward(g4, self.x, self.w, self.preact, self.activation, gx, gw, gb,
                          *self.settings, current_stream_ptr(g))
         dx, dw, db = self.dtypes
@@ -134,16 +136,16 @@ class ConvTransposeFunction(_ConvBase):
         dx, dw, db = self.dtypes
         grads = (None, None)
         if self.needs_input_grad[0]:  # the convolution of g
-            gx = xp.empty_like(self.x)
+            gx = xp.empty(self.x.shape, dtype=self.compute)
             _C.conv_forward(g4, self.w, None, gx, None, "none", *self.settings, stream)
             grads = (gx.reshape(self.shape_x).astype(dx, copy=False), None)
         if self.needs_input_grad[1]:  # conv's weight gradient with g as its input, x as its output's
-            gw = xp.empty_like(self.w)
+            gw = xp.empty(self.w.shape, dtype=self.compute)
             _C.conv_backward(self.x, g4, self.w, None, "none", None, gw, None, *self.settings, stream)
             grads = (grads[0], gw.reshape(self.shape_w).astype(dw, copy=False))
         if self.has_bias:
             want_b = self.needs_input_grad[2]
-            grads += (g4.sum(axis=(0, 2, 3)).astype(db, copy=False) if want_b else None,)
+            grads += (g4.sum(axis=(0, 2, 3), dtype=self.compute).astype(db, copy=False) if want_b else None,)
         return grads
 
 
