@@ -10,13 +10,15 @@ same on cuDNN. Each time is the median of --repeats calls after --warmup calls, 
 device synchronised after each call on a GPU. "ratio" is unet's time over torch's (below
 1: unet is faster).
 
-    python benchmarks/bench_conv.py [--device cpu|cuda] [--dtype float32] [--full] [--cpu-time] [--json PATH]
+    python benchmarks/bench_conv.py [--device cpu|cuda] [--dtype float32] [--amp bf16|fp16] [--full] [--cpu-time]
+                                    [--json PATH]
 
 The default CPU shapes (a DeepBench subset and the text-CNN ones) finish in a few minutes on
 two cores; ``--full`` (or a GPU) runs every DeepBench row. Wall-clock timings on a loaded
 machine are noise: run alone, or use ``--cpu-time``, which runs both libraries on one thread
 and times the process's CPU seconds (what each spends computing, not waiting for a core).
 """
+import contextlib
 import csv
 import os
 import time
@@ -27,7 +29,7 @@ from harness import (add_cpu_time_option, clock_for, device_sync, machine_info, 
                      write_report)
 
 import unet
-from unet import nn
+from unet import amp, nn
 
 DEEPBENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "deepbench", "conv_train.csv")
 # conv_train.csv lines (1 = header) of the default CPU subset: each application once or
@@ -65,7 +67,9 @@ def flops(shape):
         np.prod(out)
 
 
-def candidates(shape, dtype, device, rng):
+def candidates(shape, dtype, device, rng, amp_dtype=None):
+    """unet and torch forward and forward+backward closures; under ``amp_dtype`` ("bf16" or
+    "fp16") each library's autocast wraps its forward."""
     import torch
 
     tdev = "cuda" if device == "cuda" else "cpu"
@@ -88,34 +92,44 @@ def candidates(shape, dtype, device, rng):
     xt_grad = xt.clone().requires_grad_()
 
     def unet_fwd():
-        with unet.no_grad():
+        with unet.no_grad(), ours_amp():
             ours(xu)
 
     def unet_train():
         ours.zero_grad()
         xu_grad.grad = None
-        ours(xu_grad).backward(gu)
+        with ours_amp():
+            y = ours(xu_grad)
+        y.backward(gu)
 
     def torch_fwd():
-        with torch.no_grad():
+        with torch.no_grad(), theirs_amp():
             theirs(xt)
 
     def torch_train():
         theirs.zero_grad()
         xt_grad.grad = None
-        theirs(xt_grad).backward(gt)
+        with theirs_amp():
+            y = theirs(xt_grad)
+        y.backward(gt.to(y.dtype))
 
     sync = device_sync(device)
+    if amp_dtype:
+        torch_half = torch.bfloat16 if amp_dtype == "bf16" else torch.float16
+        ours_amp = lambda: amp.autocast(amp_dtype)  # noqa: E731
+        theirs_amp = lambda: torch.autocast(device_type=tdev, dtype=torch_half)  # noqa: E731
+    else:
+        ours_amp = theirs_amp = contextlib.nullcontext
 
     return {"fwd": {"unet": unet_fwd, "torch": torch_fwd},
             "fwd+bwd": {"unet": unet_train, "torch": torch_train}}, sync
 
 
-def run(device, dtype, repeats, warmup, shapes, clock=time.perf_counter):
+def run(device, dtype, repeats, warmup, shapes, clock=time.perf_counter, amp_dtype=None):
     rng = np.random.default_rng(0)
     results = []
     for shape in shapes:
-        fns, sync = candidates(shape, dtype, device, rng)
+        fns, sync = candidates(shape, dtype, device, rng, amp_dtype)
         for pass_name, impls in fns.items():
             # training: forward, backward-data and backward-weight, each as many flops
             work = flops(shape) * (1 if pass_name == "fwd" else 3)
@@ -154,19 +168,22 @@ def main(argv=None):
     parser = make_parser(__doc__, repeats=5, warmup=2)
     parser.add_argument("--full", action="store_true", default=bool(os.environ.get("UNET_BENCH_FULL")),
                         help="every DeepBench row and more text-CNN shapes (or set UNET_BENCH_FULL=1)")
+    parser.add_argument("--amp", choices=["bf16", "fp16"], default=None,
+                        help="run both libraries under their autocast (16-bit inputs, float32 sums)")
     add_cpu_time_option(parser)
     args = parse_args(parser, argv)
     clock = clock_for(args, "bench_conv")
     require_torch("bench_conv")
     full = args.full or args.device == "cuda"
     results = run(args.device, args.dtype, args.repeats, args.warmup,
-                  deepbench_shapes(full) + text_cnn_shapes(full), clock)
+                  deepbench_shapes(full) + text_cnn_shapes(full), clock, args.amp)
     means = summary(results)
     print("ratio = unet time / torch time (below 1: unet faster); geometric means:",
           ", ".join(f"{k} {v:.2f}" for k, v in means.items()))
     if args.json:
         write_report(args.json, "conv", {"kernel": "conv_forward / conv_backward (nn.Conv2d, nn.Conv1d)"},
-                     {"device": args.device, "dtype": args.dtype, "repeats": args.repeats, "warmup": args.warmup,
+                     {"device": args.device, "dtype": args.dtype, "amp": args.amp, "repeats": args.repeats,
+                      "warmup": args.warmup,
                       "full": full, "clock": "process CPU time, 1 thread" if args.cpu_time else "wall clock",
                       "geomean_ratio": means},
                      machine_info(args.device, {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),

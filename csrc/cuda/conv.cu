@@ -12,7 +12,7 @@
 // g = grad_out * act'(preact) formed while loading. Depthwise convolutions (one input
 // channel per group) run direct kernels instead. Every element is summed by one thread
 // (or one block, in a fixed tree) in a fixed order: results are run-to-run identical.
-// fp32/fp64 SIMT; tensor-core (fp16/bf16) convolutions are not here.
+// fp32/fp64 SIMT; the mixed-precision (fp16/bf16) convolutions are cuda/conv_mma.cu.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -20,6 +20,7 @@
 #include <string>
 
 #include "cuda_check.cuh"
+#include "conv_common.cuh"
 #include "gemm_tiled.cuh"
 #include "unet/conv.h"
 
@@ -27,19 +28,6 @@ namespace unet::cuda {
 namespace {
 
 using gemm::ceil_div;
-
-// ConvGeometry with the derived sizes, for device code (ConvGeometry's helpers are host-only).
-struct Dims {
-  int64_t N, C_in, H, W, C_out, KH, KW, sh, sw, pt, pl, dh, dw;
-  int64_t Cig, Cog, Ho, Wo, P, taps, K;
-};
-
-Dims dims_of(const ConvGeometry& g) {
-  const int64_t Ho = g.H_out(), Wo = g.W_out();
-  return {g.N, g.C_in, g.H, g.W, g.C_out, g.KH, g.KW, g.stride_h, g.stride_w, g.pad_top,
-          g.pad_left, g.dilation_h, g.dilation_w, g.C_in_group(), g.C_out_group(), Ho, Wo,
-          Ho * Wo, g.KH * g.KW, g.K()};
-}
 
 // g = grad_out * act'(preact) at one offset.
 template <typename T>
@@ -166,33 +154,7 @@ struct GradWEpilogue {
 // The GEMM grid has at most 65535 column tiles: longer column ranges go in pieces.
 constexpr int64_t kMaxColumns = int64_t(65535) * gemm::kBN;
 
-// ---- reductions and the direct depthwise kernels
-
-constexpr int kReduceThreads = 256;
-
-// The sum of every thread's `v` in a fixed tree (deterministic); valid in thread 0.
-template <typename T>
-__device__ T block_sum(T v) {
-  __shared__ T partial[kReduceThreads];
-  partial[threadIdx.x] = v;
-  __syncthreads();
-  for (int s = kReduceThreads / 2; s > 0; s /= 2) {
-    if (threadIdx.x < s) partial[threadIdx.x] += partial[threadIdx.x + s];
-    __syncthreads();
-  }
-  return partial[0];
-}
-
-// grad_bias[co] = sum over images and positions of g; one block per channel.
-template <typename T>
-__global__ void __launch_bounds__(kReduceThreads) bias_grad_kernel(Dims d, Grad<T> g, T* grad_bias) {
-  const int64_t co = blockIdx.x;
-  T sum = T(0);
-  for (int64_t q = threadIdx.x; q < d.N * d.P; q += kReduceThreads)
-    sum += g.at((q / d.P * d.C_out + co) * d.P + q % d.P);
-  sum = block_sum(sum);
-  if (threadIdx.x == 0) grad_bias[co] = sum;
-}
+// ---- the direct depthwise kernels
 
 template <typename T>
 __global__ void depthwise_forward_kernel(Dims d, const T* x, const T* w, const T* bias, T* out,
@@ -250,19 +212,12 @@ __global__ void __launch_bounds__(kReduceThreads)
   if (threadIdx.x == 0) grad_weight[co * d.taps + t] = sum;
 }
 
-bool is_depthwise(const ConvGeometry& g) { return g.C_in_group() == 1 && g.groups > 1; }
-
 constexpr int kPointwiseThreads = 256;
 
 unsigned blocks_for(int64_t n) {
   const int64_t b = ceil_div(n, kPointwiseThreads);
   if (b > 2147483647LL) throw std::invalid_argument("conv (CUDA): tensor too large");
   return static_cast<unsigned>(b);
-}
-
-unsigned reduce_blocks(int64_t n) {
-  if (n > 2147483647LL) throw std::invalid_argument("conv (CUDA): too many channels");
-  return static_cast<unsigned>(n);
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
-// Host-side helpers for CUDA launchers: error checks and the current-device guard.
+// Host-side helpers for CUDA launchers: error checks, the current-device guard and
+// stream-ordered temporary memory.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -30,6 +31,26 @@ class DeviceGuard {
  private:
   int previous_ = 0;
   bool changed_ = false;
+};
+
+// Temporary device memory, stream-ordered: allocated on `stream` and freed on it after the
+// kernels queued before the destructor runs, also when a launch throws.
+class Workspace {
+ public:
+  Workspace(size_t bytes, cudaStream_t stream, const char* what) : stream_(stream) {
+    check(cudaMallocAsync(&ptr_, bytes, stream), what);
+  }
+  ~Workspace() { cudaFreeAsync(ptr_, stream_); }
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  cudaStream_t stream_;
 };
 
 }  // namespace unet::cuda

@@ -112,23 +112,6 @@ unsigned grid_stride_blocks(int64_t n, int threads) {
   return static_cast<unsigned>(std::clamp<int64_t>(ceil_div(n, threads), 1, 65535));
 }
 
-// The fp32 partial sums of a split-K launch, stream-ordered: freed on the stream after the
-// kernels that use them, also when a launch throws.
-class Workspace {
- public:
-  Workspace(size_t bytes, cudaStream_t stream) : stream_(stream) {
-    check(cudaMallocAsync(reinterpret_cast<void**>(&ptr_), bytes, stream), "split-K workspace");
-  }
-  ~Workspace() { cudaFreeAsync(ptr_, stream_); }
-  Workspace(const Workspace&) = delete;
-  Workspace& operator=(const Workspace&) = delete;
-  float* get() const { return ptr_; }
-
- private:
-  float* ptr_ = nullptr;
-  cudaStream_t stream_;
-};
-
 // ---- bias gradient: bias_grad[i] = sum over p, k of op(A_p)(i, k) ----
 
 // trans_a false (rows of A contiguous): a warp per row, lanes over k, a fixed shuffle tree.
@@ -220,9 +203,10 @@ bool run_planned(const MatmulArgs& a, const Plan& plan, Launch&& launch, cudaStr
   const Epilogue epi(a);
   if (plan.splits == 1) return launch(Sink{epi, nullptr, a.M, a.N, a.batch});
   const int64_t total = a.batch * a.M * a.N;
-  Workspace partial(size_t(plan.splits) * size_t(total) * sizeof(float), stream);
-  if (!launch(Sink{epi, partial.get(), a.M, a.N, a.batch})) return false;
-  split_reduce_kernel<<<grid_stride_blocks(total, 256), 256, 0, stream>>>(partial.get(), plan.splits, a.batch,
+  Workspace partial(size_t(plan.splits) * size_t(total) * sizeof(float), stream,
+                    "matmul (CUDA): split-K workspace");
+  if (!launch(Sink{epi, partial.as<float>(), a.M, a.N, a.batch})) return false;
+  split_reduce_kernel<<<grid_stride_blocks(total, 256), 256, 0, stream>>>(partial.as<float>(), plan.splits, a.batch,
                                                                           a.M, a.N, epi);
   check(cudaGetLastError(), "split-K reduction launch");
   return true;
