@@ -155,13 +155,19 @@ def test_mixed_dtype_rules_are_named():
 
 # ---- GPU: the tensor-core path and the fallback against the CPU ----
 
+# every activation on the chosen path; one on each forced path
+PATHS_ACTS = [("auto", act) for act in ACTS] + [("sm80", "gelu"), ("simt", "gelu")]
+
+
 @pytest.mark.gpu
+@pytest.mark.parametrize("path,act", PATHS_ACTS)
 @pytest.mark.parametrize("name", sorted(LOW))
-@pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_cuda_mixed_matches_cpu(cupy, case, act, name):
+def test_cuda_mixed_matches_cpu(cupy, case, act, name, path, monkeypatch):
     """Same 16-bit products, float32 sums in another order: within float32 rounding of the sums.
-    Backward on both devices reads the CPU's preact, so both round the same g."""
+    Backward on both devices reads the CPU's preact, so both round the same g. UNET_CONV_PATH
+    forces the tensor-core path (depthwise too) or the float32 copies."""
+    monkeypatch.setenv("UNET_CONV_PATH", path)
     arrays = _inputs(case, LOW[name])
     want = _run(np, *arrays, case, act)
     got = _run(cupy, *arrays, case, act, preact=want[1])
@@ -182,3 +188,10 @@ def test_cuda_mixed_is_deterministic(cupy):
         results = _run(cupy, *arrays, case, "relu")
         digests.add(hashlib.sha256(b"".join(cupy.asnumpy(a).tobytes() for a in results)).digest())
     assert len(digests) == 1
+
+
+@pytest.mark.gpu
+def test_a_bad_conv_path_is_named(cupy, monkeypatch):
+    monkeypatch.setenv("UNET_CONV_PATH", "wgmma")
+    with pytest.raises(ValueError, match="UNET_CONV_PATH"):
+        _run(cupy, *_inputs(CASES[0], LOW["bf16"]), CASES[0], "none")

@@ -18,14 +18,17 @@
 // order: deterministic, no atomics.
 //
 // Depthwise convolutions, and GPUs before sm_80, take exact float32 copies of the inputs
-// through the fp32 kernels of cuda/conv.cu instead. When an activation is fused, g is
+// through the fp32 kernels of cuda/conv.cu instead (UNET_CONV_PATH forces one path: see
+// takes_mma). When an activation is fused, g is
 // rounded into a 16-bit temporary once, before either path reads it.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 
@@ -305,8 +308,23 @@ struct WidenedAt {
   __device__ __forceinline__ float at(int64_t offset) const { return widen<S>(g[offset]); }
 };
 
-// The tensor-core path: sm_80 or later, and not depthwise.
-bool takes_mma(const ConvGeometry& g, const DeviceProps& dev) { return dev.major >= 8 && !is_depthwise(g); }
+// UNET_CONV_PATH, read at every call: 'sm80' takes the tensor-core path for every
+// convolution (depthwise too) or throws where the GPU has no mma.sync, 'simt' always the
+// float32 copies, 'auto' or unset: the tensor-core path on sm_80 and later except for
+// depthwise convolutions.
+bool takes_mma(const ConvGeometry& g, const DeviceProps& dev) {
+  const char* v = std::getenv("UNET_CONV_PATH");
+  const std::string path = v ? v : "";
+  if (path == "simt") return false;
+  if (path == "sm80") {
+    if (dev.major < 8)
+      throw std::runtime_error("conv (CUDA): UNET_CONV_PATH=sm80 needs compute capability 8.0 or later");
+    return true;
+  }
+  if (!path.empty() && path != "auto")
+    throw std::invalid_argument("UNET_CONV_PATH must be 'sm80', 'simt' or 'auto', got '" + path + "'");
+  return dev.major >= 8 && !is_depthwise(g);
+}
 
 template <typename S>
 void forward_typed(const ConvMixedForwardArgs& a, cudaStream_t stream, int device) {
