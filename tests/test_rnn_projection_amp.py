@@ -256,6 +256,14 @@ def test_rnn_ln_under_autocast_matches_float64_on_rounded_values(name, mode):
     leaves64 = [x64, h64] + ([c64] if c64 is not None else []) + w64 + list(ln64 or ())
     ref = {"y": y64.numpy()} | {f"grad{k}": t.grad.numpy() for k, t in enumerate(leaves64)}
     assert_close(ours, ref, 5e-6)
+    # the float32 layer without autocast on the rounded values: which projection ran
+    as32 = lambda t: unet.tensor(t.numpy().astype(np.float32)) if t is not None else None
+    plain = call(F.rnn_ln, as32(x64), as32(h64), as32(c64), [as32(w) for w in w64],
+                 tuple(map(as32, ln64)) if ln64 else None).numpy()
+    if name == "bfloat16" and NATIVE_BF16:
+        assert not np.array_equal(ours["y"], plain)
+    else:
+        np.testing.assert_array_equal(ours["y"], plain)
 
 
 # ------------------------------------------------------------------ binding errors -----

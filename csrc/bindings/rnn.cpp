@@ -377,11 +377,11 @@ workspace [rnn_workspace_size(...)] (kept for rnn_backward).
 All float arrays one dtype (float32/float64), C-contiguous, all on the CPU or all on one
 CUDA device (lengths too); outputs must not overlap inputs. T == 0 gives h_n = h0, c_n = c0.
 stream: cudaStream_t as int for CUDA arrays (0 = default).
-projection_dtype: None, or 'float16' / 'bfloat16' with float32 arrays: the input projection
-x W_ih^T + b_ih then multiplies x and w_ih rounded to that dtype (exact when autocast has
-rounded them) with float32 sums, on the mixed-precision matmul (tensor cores on a GPU,
-AVX-512 BF16 on a CPU that has it). rnn_backward needs no such argument: its products stay
-in the arrays' dtype. Returns None.)doc");
+projection_dtype: None, or 'float16' / 'bfloat16' with float32 arrays whose x and w_ih hold
+values of that dtype (autocast rounds them): the input projection x W_ih^T + b_ih then may
+run on 16-bit copies of them with float32 sums, on the mixed-precision matmul (tensor cores
+on a GPU, AVX-512 BF16 on a CPU that has it); other values are rounded where copies are made.
+rnn_backward needs no such argument: its products stay in the arrays' dtype. Returns None.)doc");
   m.def("rnn_backward", &rnn_backward, py::arg("mode"), py::arg("x"), py::arg("w_ih"),
         py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"), py::arg("w_hr"), py::arg("h0"),
         py::arg("c0"), py::arg("lengths"), py::arg("reverse"), py::arg("y"), py::arg("workspace"),

@@ -410,9 +410,9 @@ None; eps > 0. keep_h, keep_c [T, B, H]: zoneout keep factors in [0, 1] (keep_c 
 or None. Outputs: y [T, B, H], h_n [B, H], c_n [B, H] (lstm) or None, workspace
 [rnn_ln_workspace_size(mode, T, B, H, layer_norm)]. float32/float64 arrays, contiguous, all on
 the CPU or all on one CUDA device; stream: cudaStream_t as int (0 = default).
-projection_dtype: None, or 'float16' / 'bfloat16' with float32 arrays: x W_ih^T on x and
-w_ih rounded to that dtype with float32 sums (the mixed-precision matmul), as in
-rnn_forward.)doc");
+projection_dtype: None, or 'float16' / 'bfloat16' with float32 arrays whose x and w_ih hold
+values of that dtype: x W_ih^T may run on 16-bit copies with float32 sums (the
+mixed-precision matmul), as in rnn_forward.)doc");
   m.def("rnn_ln_backward", [](const py::args& args, const py::kwargs& kwargs) {
           backward(in_order("rnn_ln_backward", args, kwargs, kBackwardNames));
         },
