@@ -11,7 +11,6 @@ CPU has it (the result then differs in the last bits from the float32 kernel's: 
 it ran); float16, and bfloat16 elsewhere, run the float32 GEMM itself (bitwise equal).
 The CUDA tests (marked gpu) compare the tensor-core projection with the CPU.
 """
-import hashlib
 import os
 import subprocess
 import sys
@@ -322,12 +321,11 @@ def test_cuda_projection_matches_cpu(cupy, monkeypatch, name, mode, proj, I, pat
     monkeypatch.setenv("UNET_RNN_PATH", path)
     a, reverse, dims = layer_inputs(np.random.default_rng(8), mode, proj, name, I=I, H=64, lengths=True)
     stream = cupy.cuda.Stream(non_blocking=True)
-    ours = run(cupy, mode, a, reverse, dims, np.float32, projection_dtype=name, stream=stream.ptr)
-    stream.synchronize()
+    with stream:  # the arrays are made and read on the stream the kernels run on
+        ours = run(cupy, mode, a, reverse, dims, np.float32, projection_dtype=name, stream=stream.ptr)
+        again = run(cupy, mode, a, reverse, dims, np.float32, projection_dtype=name, stream=stream.ptr)
     cpu = run(np, mode, a, reverse, dims, np.float32, projection_dtype=name)
     assert_close(ours, cpu, 1e-4)  # both float32 sums of the same products; tanh, sigmoid differ in ulps
-    again = run(cupy, mode, a, reverse, dims, np.float32, projection_dtype=name, stream=stream.ptr)
-    stream.synchronize()
     for k in ours:  # run-to-run identical
         np.testing.assert_array_equal(ours[k], again[k], err_msg=k)
 
