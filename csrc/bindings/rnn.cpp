@@ -6,6 +6,7 @@
 
 #include "array.h"
 #include "bindings.h"
+#include "rnn_projection.h"
 #include "unet/rnn.h"
 
 namespace unet::bindings {
@@ -210,9 +211,11 @@ RnnForwardArgs<T> forward_args(const Layer& L, const Array& y, T* h_n, T* c_n, T
 void rnn_forward(py::handle mode_, py::handle x_, py::handle w_ih_, py::handle w_hh_,
                  py::handle b_ih_, py::handle b_hh_, py::handle w_hr_, py::handle h0_,
                  py::handle c0_, py::handle lengths_, py::handle reverse_, py::handle y_,
-                 py::handle h_n_, py::handle c_n_, py::handle workspace_, py::handle stream_) {
+                 py::handle h_n_, py::handle c_n_, py::handle workspace_, py::handle stream_,
+                 py::handle projection_dtype_) {
   const Layer L = parse_layer(mode_, x_, w_ih_, w_hh_, b_ih_, b_hh_, w_hr_, h0_, c0_, lengths_,
                               reverse_, stream_);
+  const DType projection_dtype = parse_projection_dtype(projection_dtype_, L.x.t.dtype);
   const Array y = parse_array(y_, "y", Role::Output);
   const Array h_n = parse_array(h_n_, "h_n", Role::Output);
   const std::optional<Array> c_n = parse_optional_array(c_n_, "c_n", Role::Output);
@@ -238,8 +241,9 @@ void rnn_forward(py::handle mode_, py::handle x_, py::handle w_ih_, py::handle w
 
   dispatch_dtype(L.x.t.dtype, [&](auto zero) {
     using T = decltype(zero);
-    const RnnForwardArgs<T> args =
+    RnnForwardArgs<T> args =
         forward_args<T>(L, y, h_n.t.data<T>(), data<T>(c_n), workspace.t.data<T>());
+    args.projection_dtype = projection_dtype;
     py::gil_scoped_release no_gil;
 #ifdef UNET_WITH_CUDA
     if (device.type == DeviceType::CUDA) return cuda::rnn_forward(args, L.stream, device.index);
@@ -359,6 +363,7 @@ steps * batch * 2 * G * hidden_size + 4 * batch * (hidden_size + proj_size).)doc
         py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"), py::arg("w_hr"), py::arg("h0"),
         py::arg("c0"), py::arg("lengths"), py::arg("reverse"), py::arg("y"), py::arg("h_n"),
         py::arg("c_n"), py::arg("workspace"), py::arg("stream") = 0,
+        py::arg("projection_dtype") = py::none(),
         R"doc(One recurrent layer and direction over a whole sequence (torch's math and gate order).
 
 mode: 'lstm', 'gru', 'rnn_tanh' or 'rnn_relu' (G = 4, 3, 1, 1 gates).
@@ -371,7 +376,12 @@ Outputs, overwritten: y [T, B, P], h_n [B, P], c_n [B, H] (LSTM; None otherwise)
 workspace [rnn_workspace_size(...)] (kept for rnn_backward).
 All float arrays one dtype (float32/float64), C-contiguous, all on the CPU or all on one
 CUDA device (lengths too); outputs must not overlap inputs. T == 0 gives h_n = h0, c_n = c0.
-stream: cudaStream_t as int for CUDA arrays (0 = default). Returns None.)doc");
+stream: cudaStream_t as int for CUDA arrays (0 = default).
+projection_dtype: None, or 'float16' / 'bfloat16' with float32 arrays whose x and w_ih hold
+values of that dtype (autocast rounds them): the input projection x W_ih^T + b_ih then may
+run on 16-bit copies of them with float32 sums, on the mixed-precision matmul (tensor cores
+on a GPU, AVX-512 BF16 on a CPU that has it); other values are rounded where copies are made.
+rnn_backward needs no such argument: its products stay in the arrays' dtype. Returns None.)doc");
   m.def("rnn_backward", &rnn_backward, py::arg("mode"), py::arg("x"), py::arg("w_ih"),
         py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"), py::arg("w_hr"), py::arg("h0"),
         py::arg("c0"), py::arg("lengths"), py::arg("reverse"), py::arg("y"), py::arg("workspace"),

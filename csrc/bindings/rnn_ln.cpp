@@ -8,6 +8,7 @@
 
 #include "array.h"
 #include "bindings.h"
+#include "rnn_projection.h"
 #include "unet/rnn_ln.h"
 
 namespace unet::bindings {
@@ -217,15 +218,15 @@ std::vector<std::string> with_names(std::vector<std::string> names,
   return names;
 }
 const std::vector<std::string> kForwardNames =
-    with_names(kInputNames, {"y", "h_n", "c_n", "workspace", "stream"});
+    with_names(kInputNames, {"y", "h_n", "c_n", "workspace", "stream", "projection_dtype"});
 const std::vector<std::string> kBackwardNames = with_names(
     kInputNames, {"y", "workspace", "grad_y", "grad_h_n", "grad_c_n", "grad_x", "grad_w_ih",
                   "grad_w_hh", "grad_b_ih", "grad_b_hh", "grad_h0", "grad_c0", "grad_ln_ih_weight",
                   "grad_ln_ih_bias", "grad_ln_hh_weight", "grad_ln_hh_bias", "grad_ln_c_weight",
                   "grad_ln_c_bias", "scratch", "stream"});
 
-// Positional and keyword arguments in `names` order, as a tuple: every one required but the
-// last, "stream" (default 0).
+// Positional and keyword arguments in `names` order, as a tuple: every one required but
+// "stream" (default 0) and "projection_dtype" (default None).
 py::tuple in_order(const char* fn, const py::args& args, const py::kwargs& kwargs,
                    const std::vector<std::string>& names) {
   if (args.size() > names.size())
@@ -236,11 +237,15 @@ py::tuple in_order(const char* fn, const py::args& args, const py::kwargs& kwarg
     const bool named = kwargs.contains(names[k].c_str());
     if (k < args.size() && named)
       throw py::type_error(std::string(fn) + ": got two values for argument " + names[k]);
-    if (k >= args.size() && !named && names[k] != "stream")
+    const bool optional = names[k] == "stream" || names[k] == "projection_dtype";
+    if (k >= args.size() && !named && !optional)
       throw py::type_error(std::string(fn) + ": missing argument " + names[k]);
-    out[k] = k < args.size() ? py::object(args[k])
-             : named          ? py::object(kwargs[names[k].c_str()])
-                              : py::object(py::int_(0));
+    if (k < args.size())
+      out[k] = args[k];
+    else if (named)
+      out[k] = kwargs[names[k].c_str()];
+    else
+      out[k] = names[k] == "stream" ? py::object(py::int_(0)) : py::object(py::none());
   }
   for (const auto& item : kwargs) {
     const std::string key = py::str(item.first);
@@ -269,6 +274,7 @@ void forward(const py::tuple& args) {
   all.insert(all.end(), {&y, &h_n, ptr(c_n), &workspace});
   [[maybe_unused]] const Device device = check_device(all);
   const uintptr_t stream = parse_stream(args[23]);
+  const DType projection_dtype = parse_projection_dtype(args[24], L.x.t.dtype);
   const std::vector<const Array*> in = L.inputs();
   for (const Array* out : {&y, &h_n, ptr(c_n), &workspace}) {
     if (!out) continue;
@@ -280,8 +286,9 @@ void forward(const py::tuple& args) {
   if (L.B == 0 || L.H == 0) return;
   dispatch_dtype(L.x.t.dtype, [&](auto zero) {
     using T = decltype(zero);
-    const RnnForwardArgs<T> f = L.forward_args<T>(y.t.data<T>(), h_n.t.data<T>(), data<T>(c_n),
-                                                  workspace.t.data<T>());
+    RnnForwardArgs<T> f = L.forward_args<T>(y.t.data<T>(), h_n.t.data<T>(), data<T>(c_n),
+                                            workspace.t.data<T>());
+    f.projection_dtype = projection_dtype;
     const RnnLnArgs<T> e = L.ext<T>();
     py::gil_scoped_release no_gil;
 #ifdef UNET_WITH_CUDA
@@ -392,7 +399,7 @@ steps * batch * (7 H [+ 9 H + 3 with layer_norm]) for 'lstm', steps * batch * 5 
         },
         R"doc(rnn_ln_forward(mode, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse,
     ln_ih_weight, ln_ih_bias, ln_hh_weight, ln_hh_bias, ln_c_weight, ln_c_bias, eps,
-    keep_h, keep_c, y, h_n, c_n, workspace)
+    keep_h, keep_c, y, h_n, c_n, workspace, stream=0, projection_dtype=None)
 
 One LSTM layer with layer normalization and/or zoneout, or one GRU layer with zoneout, in
 one direction over a whole sequence (math in csrc/include/unet/rnn_ln.h; no projection).
@@ -402,7 +409,10 @@ reverse bool. ln_*: the six LSTM layer-norm gains and biases (ih, hh [4H]; c [H]
 None; eps > 0. keep_h, keep_c [T, B, H]: zoneout keep factors in [0, 1] (keep_c lstm only),
 or None. Outputs: y [T, B, H], h_n [B, H], c_n [B, H] (lstm) or None, workspace
 [rnn_ln_workspace_size(mode, T, B, H, layer_norm)]. float32/float64 arrays, contiguous, all on
-the CPU or all on one CUDA device; stream: cudaStream_t as int (0 = default).)doc");
+the CPU or all on one CUDA device; stream: cudaStream_t as int (0 = default).
+projection_dtype: None, or 'float16' / 'bfloat16' with float32 arrays whose x and w_ih hold
+values of that dtype: x W_ih^T may run on 16-bit copies with float32 sums (the
+mixed-precision matmul), as in rnn_forward.)doc");
   m.def("rnn_ln_backward", [](const py::args& args, const py::kwargs& kwargs) {
           backward(in_order("rnn_ln_backward", args, kwargs, kBackwardNames));
         },

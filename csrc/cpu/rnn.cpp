@@ -1,7 +1,8 @@
 // CPU recurrent layers (math and contract in unet/rnn.h): LSTM (optionally projected), GRU
 // and the tanh/ReLU RNN over a whole sequence, forward and backward through time.
 //
-//   forward    gates = x W_ih^T + b_ih                  one GEMM over all T*B rows
+//   forward    gates = x W_ih^T + b_ih                  one GEMM over all T*B rows (16-bit
+//                                                       inputs with projection_dtype)
 //              per step: hg = h W_hh^T + b_hh           GEMM with M = B, W_hh packed once
 //                        one fused pass over (b, j)     gate activations, state update,
 //                                                       padding mask, saves for backward
@@ -39,6 +40,7 @@
 #endif
 
 #include "gemm.h"
+#include "rnn_projection.h"
 #include "unet/activations.h"
 #include "unet/rnn.h"
 
@@ -667,7 +669,7 @@ void rnn_forward(const RnnForwardArgs<T>& a) {
   if (a.mode == RnnMode::LSTM) std::copy(a.c0, a.c0 + B * H, a.c_n);
   if (TB == 0) return;
 
-  gemm<T>(TB, GH, L.I, {a.x, L.I, 1}, {a.w_ih, L.I, 1}, L.gates, GH, {a.b_ih});
+  rnn_input_projection(a, a.b_ih, L.gates);
   const bool one_step = L.steps == 1;
   // W_hh packed gate by gate, so that a thread's hidden units are whole panels of each.
   std::vector<PackedOperand<T>> w_hh;

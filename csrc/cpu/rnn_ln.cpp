@@ -3,6 +3,7 @@
 // that a plain layer runs exactly the code it ran before.
 //
 //   forward    gates = x W_ih^T (+ b_ih unless normalized)    one GEMM over all T*B rows
+//              (16-bit inputs with projection_dtype, rnn_projection.h)
 //              per step and sequence: hg = h W_hh^T (+ b_hh ...), then one fused row pass:
 //              the layer norms (each row's mean and variance summed in a fixed order),
 //              gates, cell, zoneout, saves for backward
@@ -38,6 +39,7 @@
 #endif
 
 #include "gemm.h"
+#include "rnn_projection.h"
 #include "unet/activations.h"
 #include "unet/rnn_ln.h"
 
@@ -490,7 +492,7 @@ void rnn_ln_forward(const RnnForwardArgs<T>& a, const RnnLnArgs<T>& e) {
   if (L.lstm) std::copy(a.c0, a.c0 + B * H, a.c_n);
   if (L.TB == 0) return;
   // With layer norm the biases come after the normalizations, as one sum.
-  gemm<T>(L.TB, GH, L.I, {a.x, L.I, 1}, {a.w_ih, L.I, 1}, L.gates, GH, {L.ln ? nullptr : a.b_ih});
+  rnn_input_projection(a, L.ln ? nullptr : a.b_ih, L.gates);
   std::vector<T> storage;
   const RowConstants<T> k(L, a, e, storage);
   const PackedOperand<T> w_hh = pack_operand<T>(GH, H, {a.w_hh, H, 1});

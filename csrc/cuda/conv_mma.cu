@@ -27,7 +27,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <optional>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -243,11 +242,11 @@ void launch(const Problem& prob, const DeviceProps& dev, cudaStream_t stream, co
     conv_mma_kernel<S, BM, BN, WM, WN><<<grid, kThreads, 0, stream>>>(prob, k_per_split, nullptr);
     return check(cudaGetLastError(), what);
   }
-  Workspace partial(size_t(splits) * size_t(M) * size_t(N) * sizeof(float), stream, what);
-  conv_mma_kernel<S, BM, BN, WM, WN><<<grid, kThreads, 0, stream>>>(prob, k_per_split, partial.as<float>());
+  const DeviceBuffer<float> partial(splits * M * N, stream, what);
+  conv_mma_kernel<S, BM, BN, WM, WN><<<grid, kThreads, 0, stream>>>(prob, k_per_split, partial.p);
   check(cudaGetLastError(), what);
   const unsigned sum_blocks = static_cast<unsigned>(std::clamp<int64_t>(tiles_of(M * N, 256), 1, 65535));
-  split_sum_kernel<<<sum_blocks, 256, 0, stream>>>(prob, partial.as<float>(), static_cast<int>(splits), M, N);
+  split_sum_kernel<<<sum_blocks, 256, 0, stream>>>(prob, partial.p, static_cast<int>(splits), M, N);
   check(cudaGetLastError(), what);
 }
 
@@ -288,17 +287,17 @@ __global__ void rounded_gradient_kernel(const uint16_t* __restrict__ grad_out, c
 template <typename S>
 class Widened {
  public:
-  Widened(const void* src, int64_t n, cudaStream_t stream) {
-    if (!src || n == 0) return;
-    memory_.emplace(size_t(n) * sizeof(float), stream, "conv (CUDA): float32 copy");
+  Widened(const void* src, int64_t n, cudaStream_t stream)
+      : memory_(src ? n : 0, stream, "conv (CUDA): float32 copy") {
+    if (!memory_.p) return;
     widen_kernel<S><<<pointwise_blocks(n), kPointwiseThreads, 0, stream>>>(static_cast<const uint16_t*>(src),
-                                                                           memory_->as<float>(), n);
+                                                                           memory_.p, n);
     check(cudaGetLastError(), "conv (CUDA): widen launch");
   }
-  const float* get() const { return memory_ ? memory_->as<float>() : nullptr; }
+  const float* get() const { return memory_.p; }
 
  private:
-  std::optional<Workspace> memory_;
+  DeviceBuffer<float> memory_;
 };
 
 // g at an offset of grad_out, as float (the bias gradient's loader).
@@ -349,13 +348,14 @@ void backward_typed(const ConvMixedBackwardArgs& a, cudaStream_t stream, int dev
   const DeviceProps dev = device_props(device);
   const int64_t outputs = d.N * d.C_out * d.P;
   const auto* g16 = static_cast<const uint16_t*>(a.grad_out);
-  std::optional<Workspace> rounded;  // g, where an activation is fused
-  if (a.act != Activation::None && outputs > 0) {
-    rounded.emplace(size_t(outputs) * 2, stream, "conv (CUDA): rounded gradient");
+  // g, where an activation is fused
+  const DeviceBuffer<uint16_t> rounded(a.act != Activation::None ? outputs : 0, stream,
+                                       "conv (CUDA): rounded gradient");
+  if (rounded.p) {
     rounded_gradient_kernel<S><<<pointwise_blocks(outputs), kPointwiseThreads, 0, stream>>>(
-        g16, a.preact, a.act, rounded->as<uint16_t>(), outputs);
+        g16, a.preact, a.act, rounded.p, outputs);
     check(cudaGetLastError(), "conv (CUDA): rounded gradient launch");
-    g16 = rounded->as<uint16_t>();
+    g16 = rounded.p;
   }
   if (!takes_mma(g, dev)) {
     const Widened<S> grad(g16, outputs, stream), x(a.x, g.N * g.C_in * g.H * g.W, stream),

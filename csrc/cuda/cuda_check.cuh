@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -33,24 +34,22 @@ class DeviceGuard {
   bool changed_ = false;
 };
 
-// Temporary device memory, stream-ordered: allocated on `stream` and freed on it after the
-// kernels queued before the destructor runs, also when a launch throws.
-class Workspace {
- public:
-  Workspace(size_t bytes, cudaStream_t stream, const char* what) : stream_(stream) {
-    check(cudaMallocAsync(&ptr_, bytes, stream), what);
+// n elements of T of temporary device memory, stream-ordered: allocated on `stream` and
+// freed on it after the kernels queued before the destructor runs, also when a launch
+// throws. No synchronisation. n == 0: none (p is null).
+template <typename T>
+struct DeviceBuffer {
+  T* p = nullptr;
+  cudaStream_t s;
+  DeviceBuffer(int64_t n, cudaStream_t stream, const char* what = "temporary device memory (cudaMallocAsync)")
+      : s(stream) {
+    if (n > 0) check(cudaMallocAsync(&p, size_t(n) * sizeof(T), s), what);
   }
-  ~Workspace() { cudaFreeAsync(ptr_, stream_); }
-  Workspace(const Workspace&) = delete;
-  Workspace& operator=(const Workspace&) = delete;
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(ptr_);
+  ~DeviceBuffer() {
+    if (p) cudaFreeAsync(p, s);
   }
-
- private:
-  void* ptr_ = nullptr;
-  cudaStream_t stream_;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
 };
 
 }  // namespace unet::cuda

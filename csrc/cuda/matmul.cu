@@ -203,10 +203,9 @@ bool run_planned(const MatmulArgs& a, const Plan& plan, Launch&& launch, cudaStr
   const Epilogue epi(a);
   if (plan.splits == 1) return launch(Sink{epi, nullptr, a.M, a.N, a.batch});
   const int64_t total = a.batch * a.M * a.N;
-  Workspace partial(size_t(plan.splits) * size_t(total) * sizeof(float), stream,
-                    "matmul (CUDA): split-K workspace");
-  if (!launch(Sink{epi, partial.as<float>(), a.M, a.N, a.batch})) return false;
-  split_reduce_kernel<<<grid_stride_blocks(total, 256), 256, 0, stream>>>(partial.as<float>(), plan.splits, a.batch,
+  const DeviceBuffer<float> partial(plan.splits * total, stream, "matmul (CUDA): split-K workspace");
+  if (!launch(Sink{epi, partial.p, a.M, a.N, a.batch})) return false;
+  split_reduce_kernel<<<grid_stride_blocks(total, 256), 256, 0, stream>>>(partial.p, plan.splits, a.batch,
                                                                           a.M, a.N, epi);
   check(cudaGetLastError(), "split-K reduction launch");
   return true;

@@ -3,6 +3,7 @@
 // share (input projection, weight gradients). Workspace layout: cuda/rnn_kernels.cuh.
 //
 // Forward:   gates = x W_ih^T + b_ih                        one GEMM over all T*B rows
+//              (rnn_projection.cuh: 16-bit inputs on tensor cores with projection_dtype)
 //            per step s (time t): gates[t] += hprev[t] W_hh^T + b_hh   (GRU: the n part goes to
 //              aux[t] instead), then one fused cell kernel (activations, cell update, lengths
 //              mask; writes y[t], the next state, what backward needs);
@@ -28,6 +29,7 @@
 
 #include "gemm_tiled.cuh"
 #include "rnn_kernels.cuh"
+#include "rnn_projection.cuh"
 #include "unet/rnn.h"
 
 namespace unet::cuda {
@@ -48,17 +50,6 @@ __device__ __forceinline__ bool is_valid(const int64_t* lengths, int64_t b, int6
 }
 
 // ---- GEMM epilogues ----
-
-// C[i,j] = acc + bias[j]
-template <typename T>
-struct StoreBias {
-  T* C;
-  int64_t ldc;
-  const T* bias;
-  __device__ void operator()(int64_t i, int64_t j, T acc) const {
-    C[i * ldc + j] = bias ? acc + bias[j] : acc;
-  }
-};
 
 // The recurrent product of one step: columns j < split are added to the gates' summed
 // pre-activations, columns j >= split (GRU's n part) are stored apart in `rest`.
@@ -276,14 +267,6 @@ void dispatch_mode(RnnMode mode, F&& f) {
 }
 
 template <typename T>
-void input_projection(const RnnForwardArgs<T>& a, const Layout& L, cudaStream_t s) {
-  T* gates = a.workspace + L.gates();
-  gemm::launch<T, false, true>(L.T * L.B, L.GH, a.input_size, Operand<T>{a.x, a.input_size},
-                               Operand<T>{a.w_ih, a.input_size}, StoreBias<T>{gates, L.GH, a.b_ih},
-                               s, "rnn forward (CUDA): input projection GEMM launch");
-}
-
-template <typename T>
 void step_forward(const RnnForwardArgs<T>& a, const Layout& L, cudaStream_t s) {
   const int64_t T_ = L.T, B = L.B, H = L.H, P = L.P, GH = L.GH;
   T* ws = a.workspace;
@@ -431,7 +414,8 @@ void rnn_forward(const RnnForwardArgs<T>& a, uintptr_t stream, int device) {
       copy_or_zero(L.B * L.H, a.c0, a.c_n, s, "rnn forward (CUDA): c_n copy");
     return;
   }
-  input_projection(a, L, s);
+  rnn_input_projection(a, a.b_ih, a.workspace + L.gates(), s, device,
+                       "rnn forward (CUDA): input projection");
   if (path != Path::Step) {
     std::string why;
     if (persistent_forward(a, s, &why)) return;

@@ -17,6 +17,7 @@
 
 #include "cuda_check.cuh"
 #include "gemm_tiled.cuh"
+#include "rnn_projection.cuh"
 #include "unet/activations.h"
 #include "unet/rnn_ln.h"
 
@@ -243,16 +244,6 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename T>
-struct Store {  // C = acc (+ bias)
-  T* C;
-  int64_t ldc;
-  const T* bias;
-  __device__ void operator()(int64_t i, int64_t j, T acc) const {
-    C[i * ldc + j] = bias ? acc + bias[j] : acc;
-  }
-};
-
-template <typename T>
 struct AddTo {  // C += acc
   T* C;
   int64_t ldc;
@@ -284,21 +275,6 @@ void copy_n(int64_t n, const T* src, T* dst, cudaStream_t s) {
   check(cudaGetLastError(), "rnn_ln (CUDA): copy launch");
 }
 
-// A [rows] temporary on the device, freed with the stream's work ordered before it.
-template <typename T>
-struct DeviceBuffer {
-  T* p = nullptr;
-  cudaStream_t s;
-  DeviceBuffer(int64_t n, cudaStream_t stream) : s(stream) {
-    if (n > 0) check(cudaMallocAsync(&p, n * sizeof(T), s), "rnn_ln (CUDA): cudaMallocAsync");
-  }
-  ~DeviceBuffer() {
-    if (p) cudaFreeAsync(p, s);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
-
 }  // namespace
 }  // namespace rnn_ln
 
@@ -314,9 +290,8 @@ void rnn_ln_forward(const RnnForwardArgs<T>& a, const RnnLnArgs<T>& e, uintptr_t
   copy_n(B * H, a.h0, a.h_n, s);
   if (L.lstm) copy_n(B * H, a.c0, a.c_n, s);
   if (L.TB == 0) return;
-  gemm::launch<T, false, true>(L.TB, GH, L.I, Operand<T>{a.x, L.I}, Operand<T>{a.w_ih, L.I},
-                               Store<T>{L.gates, GH, L.ln ? nullptr : a.b_ih}, s,
-                               "rnn_ln forward (CUDA): input projection GEMM launch");
+  rnn_input_projection(a, L.ln ? nullptr : a.b_ih, L.gates, s, device,
+                       "rnn_ln forward (CUDA): input projection");
   DeviceBuffer<T> hg(B * GH, s), bias(L.ln && a.b_ih ? GH : 0, s);
   if (bias.p) {
     add_biases<T><<<blocks(GH), kThreads, 0, s>>>(GH, a.b_ih, a.b_hh, bias.p);
@@ -324,7 +299,7 @@ void rnn_ln_forward(const RnnForwardArgs<T>& a, const RnnLnArgs<T>& e, uintptr_t
   }
   for (int64_t st = 0; st < L.steps; ++st) {
     gemm::launch<T, false, true>(B, GH, H, Operand<T>{a.h_n, H}, Operand<T>{a.w_hh, H},
-                                 Store<T>{hg.p, GH, L.ln ? nullptr : a.b_hh}, s,
+                                 StoreBias<T>{hg.p, GH, L.ln ? nullptr : a.b_hh}, s,
                                  "rnn_ln forward (CUDA): recurrent GEMM launch");
     forward_step<T><<<static_cast<unsigned>(B), kThreads, 0, s>>>(L, e, bias.p, hg.p, a.y, a.h_n,
                                                                  a.c_n, st);
@@ -361,13 +336,13 @@ void rnn_ln_backward(const RnnBackwardArgs<T>& a, const RnnLnArgs<T>& e, const R
   const char* what = "rnn_ln backward (CUDA): parameter gradient launch";
   if (a.grad_x)
     gemm::launch<T, false, false>(TB, I, GH, Operand<T>{d.dA_ih, GH}, Operand<T>{f.w_ih, I},
-                                  Store<T>{a.grad_x, I, nullptr}, s, what);
+                                  StoreBias<T>{a.grad_x, I, nullptr}, s, what);
   if (a.grad_w_ih)
     gemm::launch<T, true, false>(GH, I, TB, Operand<T>{d.dA_ih, GH}, Operand<T>{f.x, I},
-                                 Store<T>{a.grad_w_ih, I, nullptr}, s, what);
+                                 StoreBias<T>{a.grad_w_ih, I, nullptr}, s, what);
   if (a.grad_w_hh)
     gemm::launch<T, true, false>(GH, H, TB, Operand<T>{d.dA_hh, GH}, Operand<T>{L.hprev, H},
-                                 Store<T>{a.grad_w_hh, H, nullptr}, s, what);
+                                 StoreBias<T>{a.grad_w_hh, H, nullptr}, s, what);
   const T* sums_ih = L.lstm ? d.dpre : d.dA_ih;
   const T* sums_hh = L.lstm ? d.dpre : d.dA_hh;
   if (a.grad_b_ih) gemm::column_sum(TB, GH, sums_ih, a.grad_b_ih, s, what);

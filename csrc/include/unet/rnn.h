@@ -24,6 +24,8 @@
 
 #include <cstdint>
 
+#include "unet/tensor.h"
+
 namespace unet {
 
 enum class RnnMode : int8_t { LSTM, GRU, RNN_TANH, RNN_RELU };
@@ -58,6 +60,16 @@ struct RnnForwardArgs {
   T* h_n;                   // [B, P]
   T* c_n;                   // [B, H]; LSTM only, else null
   T* workspace;             // rnn_workspace_size(...)
+  // How the forward computes the input projection x W_ih^T + b_ih. Float32 (the default): in
+  // T. Float16 or BFloat16 (T = float only, else std::invalid_argument): x and w_ih hold
+  // values exactly representable in that dtype (autocast rounded them), and the projection
+  // may run as the mixed-precision matmul of unet/matmul.h on 16-bit copies of them (CUDA:
+  // tensor cores; CPU: bfloat16 where the AVX-512 BF16 kernel is), or as the float32 GEMM
+  // on them as they are: the same exact products, summed in float32 in another order, then
+  // b_ih added in float32. (Where copies are made, other values are rounded to nearest even.)
+  // Backward's products with x and w_ih (grad_x = dG W_ih, grad_w_ih = dG^T x) stay in T:
+  // dG is not rounded.
+  DType projection_dtype = DType::Float32;
 };
 
 template <typename T>

@@ -6,7 +6,8 @@
 //   LN(a; γ, β) = γ (a - mean(a)) / sqrt(var(a) + eps) + β      over the row's features
 //   pre = LN(x W_ih^T; γ_ih, β_ih) + LN(h W_hh^T; γ_hh, β_hh) + b_ih + b_hh   (over 4H)
 //   i,f,g,o = σ,σ,tanh,σ (pre);  c' = f*c + i*g;  h' = o * tanh(LN(c'; γ_c, β_c))  (over H)
-// Without it the LSTM and GRU steps are those of unet/rnn.h.
+// Without it the LSTM and GRU steps are those of unet/rnn.h. fwd.projection_dtype chooses
+// how x W_ih^T is computed, as in unet/rnn.h (b_ih is added after the norm when there is one).
 //
 // Zoneout (Krueger et al. 2016): with keep factors k in [0, 1] per (t, b, unit),
 //   h_t = k_h h_{t-1} + (1 - k_h) h'      c_t = k_c c_{t-1} + (1 - k_c) c'   (LSTM)

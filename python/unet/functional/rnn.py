@@ -19,6 +19,9 @@ Under ``unet.amp.autocast`` the input x, the initial state h0 and every weight a
 are rounded to the autocast dtype and the float32 kernel runs on those values (16-bit
 inputs, float32 accumulation); the outputs are float32, and so are the gradients of
 float32 tensors. The state carried from step to step inside the kernel stays float32.
+The input projection x W_ih^T of the forward pass runs on the mixed-precision matmul
+(``projection_dtype`` of the kernel: tensor cores on a GPU, AVX-512 BF16 on a CPU that has
+it): the same exact products, summed in float32 in another order.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import numbers
 import numpy as np
 
 from .. import _C, backend
-from ..amp.autocast import CASTABLE, cast_for_matmul, dtypes_mix, is_autocast_enabled
+from ..amp.autocast import CASTABLE, cast_for_matmul, dtypes_mix, get_autocast_dtype, is_autocast_enabled
 from ..autograd import Function
 from ..backend import array_module, current_stream_ptr, is_cupy_array
 from ..tensor import Tensor
@@ -38,6 +41,14 @@ _KERNEL_DTYPES = (backend.float32, backend.float64)
 
 def _kernel_dtype(dtype):
     return dtype if dtype in _KERNEL_DTYPES else backend.float32
+
+
+def autocast_projection(x_dtype):
+    """The kernels' ``projection_dtype`` for a layer whose input has dtype ``x_dtype``: inside
+    autocast (which rounds x and the weights) the autocast dtype's name, else None."""
+    if is_autocast_enabled() and x_dtype in CASTABLE:
+        return np.dtype(get_autocast_dtype()).name
+    return None
 
 
 def check_lengths(lengths, steps: int, batch: int, argname: str = "lengths"):
@@ -83,7 +94,8 @@ class RecurrentFunction(Function):
         self.present = tuple(a is not None for a in (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))
         self.dtypes = tuple(None if a is None else a.dtype for a in (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))
         out_dtype = x.dtype
-        if is_autocast_enabled() and x.dtype in CASTABLE:  # the outputs of the float32 kernel, unrounded
+        projection_dtype = autocast_projection(x.dtype)
+        if projection_dtype:  # the outputs of the float32 kernel, unrounded
             out_dtype = backend.float32
             x, h0, w_ih, w_hh, b_ih, b_hh, w_hr = cast_for_matmul(x, h0, w_ih, w_hh, b_ih, b_hh, w_hr)
         compute = _kernel_dtype(x.dtype)
@@ -105,7 +117,7 @@ class RecurrentFunction(Function):
         self.workspace = xp.empty(_C.rnn_workspace_size(mode, steps, batch, hidden, proj), compute)
         _C.rnn_forward(mode, self.x, self.w_ih, self.w_hh, self.b_ih, self.b_hh, self.w_hr, self.h0,
                        self.c0, self.lengths, reverse, self.y, h_n, c_n, self.workspace,
-                       current_stream_ptr(x))
+                       current_stream_ptr(x), projection_dtype)
         out = (self.y.astype(out_dtype, copy=False), h_n.astype(out_dtype, copy=False))
         return out + (c_n.astype(out_dtype, copy=False),) if lstm else out
 

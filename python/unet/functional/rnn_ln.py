@@ -19,11 +19,11 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _C, backend
-from ..amp.autocast import CASTABLE, cast_for_matmul, is_autocast_enabled
+from ..amp.autocast import cast_for_matmul
 from ..autograd import Function
 from ..backend import array_module, current_stream_ptr
 from ..tensor import Tensor
-from .rnn import _kernel_dtype, check_layer_args
+from .rnn import _kernel_dtype, autocast_projection, check_layer_args
 
 LAYER_NORM_NAMES = ("ln_ih_weight", "ln_ih_bias", "ln_hh_weight", "ln_hh_bias", "ln_c_weight", "ln_c_bias")
 
@@ -43,7 +43,8 @@ class NormalizedRecurrentFunction(Function):
         self.present = tuple(a is not None for a in slots)
         self.dtypes = tuple(None if a is None else a.dtype for a in slots)
         out_dtype = x.dtype
-        if is_autocast_enabled() and x.dtype in CASTABLE:  # as functional.rnn: float32 outputs
+        projection_dtype = autocast_projection(x.dtype)
+        if projection_dtype:  # as functional.rnn: float32 outputs, a 16-bit input projection
             out_dtype = backend.float32
             x, h0, w_ih, w_hh, b_ih, b_hh = cast_for_matmul(x, h0, w_ih, w_hh, b_ih, b_hh)
         compute = _kernel_dtype(x.dtype)
@@ -66,7 +67,8 @@ class NormalizedRecurrentFunction(Function):
         c_n = xp.empty((batch, hidden), compute) if lstm else None
         layer_norm = self.ln[0] is not None
         self.workspace = xp.empty(_C.rnn_ln_workspace_size(mode, steps, batch, hidden, layer_norm), compute)
-        _C.rnn_ln_forward(*self._inputs(), self.y, h_n, c_n, self.workspace, current_stream_ptr(x))
+        _C.rnn_ln_forward(*self._inputs(), self.y, h_n, c_n, self.workspace, current_stream_ptr(x),
+                          projection_dtype)
         out = (self.y.astype(out_dtype, copy=False), h_n.astype(out_dtype, copy=False))
         return out + (c_n.astype(out_dtype, copy=False),) if lstm else out
 
