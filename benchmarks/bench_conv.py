@@ -18,18 +18,17 @@ two cores; ``--full`` (or a GPU) runs every DeepBench row. Wall-clock timings on
 machine are noise: run alone, or use ``--cpu-time``, which runs both libraries on one thread
 and times the process's CPU seconds (what each spends computing, not waiting for a core).
 """
-import contextlib
 import csv
 import os
 import time
 
 import numpy as np
-from harness import (add_cpu_time_option, clock_for, device_sync, machine_info, make_parser,
+from harness import (add_amp_option, add_cpu_time_option, autocasts, clock_for, device_sync, machine_info, make_parser,
                      parse_args, peer_cells, peer_header, require_torch, time_against_peers,
                      write_report)
 
 import unet
-from unet import amp, nn
+from unet import nn
 
 DEEPBENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "deepbench", "conv_train.csv")
 # conv_train.csv lines (1 = header) of the default CPU subset: each application once or
@@ -114,12 +113,7 @@ def candidates(shape, dtype, device, rng, amp_dtype=None):
         y.backward(gt.to(y.dtype))
 
     sync = device_sync(device)
-    if amp_dtype:
-        torch_half = torch.bfloat16 if amp_dtype == "bf16" else torch.float16
-        ours_amp = lambda: amp.autocast(amp_dtype)  # noqa: E731
-        theirs_amp = lambda: torch.autocast(device_type=tdev, dtype=torch_half)  # noqa: E731
-    else:
-        ours_amp = theirs_amp = contextlib.nullcontext
+    ours_amp, theirs_amp = autocasts(amp_dtype, device)
 
     return {"fwd": {"unet": unet_fwd, "torch": torch_fwd},
             "fwd+bwd": {"unet": unet_train, "torch": torch_train}}, sync
@@ -168,8 +162,7 @@ def main(argv=None):
     parser = make_parser(__doc__, repeats=5, warmup=2)
     parser.add_argument("--full", action="store_true", default=bool(os.environ.get("UNET_BENCH_FULL")),
                         help="every DeepBench row and more text-CNN shapes (or set UNET_BENCH_FULL=1)")
-    parser.add_argument("--amp", choices=["bf16", "fp16"], default=None,
-                        help="run both libraries under their autocast (16-bit inputs, float32 sums)")
+    add_amp_option(parser)
     add_cpu_time_option(parser)
     args = parse_args(parser, argv)
     clock = clock_for(args, "bench_conv")

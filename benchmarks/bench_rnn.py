@@ -9,7 +9,7 @@ modules on cuDNN. Each time is the median of --repeats calls after --warmup call
 wall clock, with the device synchronised after each call on a GPU. "ratio" is unet's time
 over torch's (below 1: unet is faster).
 
-    python benchmarks/bench_rnn.py [--device cpu|cuda] [--dtype float32] [--full] [--json PATH]
+    python benchmarks/bench_rnn.py [--device cpu|cuda] [--dtype float32] [--amp bf16|fp16] [--full] [--json PATH]
 
 The default shapes finish in a few minutes on two cores; ``--full`` adds larger CPU ones;
 the GPU-only ones run with ``--device cuda`` (all tiers). Timings on a loaded machine are
@@ -20,7 +20,7 @@ core each with OMP_NUM_THREADS=1 (both libraries obey both).
 import os
 
 import numpy as np
-from harness import (device_sync, machine_info, make_parser, parse_args, peer_cells, peer_header,
+from harness import (add_amp_option, autocasts, device_sync, machine_info, make_parser, parse_args, peer_cells, peer_header,
                      require_torch, time_against_peers, write_report)
 
 import unet
@@ -87,7 +87,7 @@ def build(cell, hidden, inputs, batch, steps, dtype, device, rng):
     return ours, theirs, x, g
 
 
-def candidates(cell, hidden, inputs, batch, steps, dtype, device, rng):
+def candidates(cell, hidden, inputs, batch, steps, dtype, device, rng, amp_dtype=None):
     import torch
 
     ours, theirs, x, g = build(cell, hidden, inputs, batch, steps, dtype, device, rng)
@@ -99,23 +99,29 @@ def candidates(cell, hidden, inputs, batch, steps, dtype, device, rng):
     xt_grad = xt.clone().requires_grad_()
     gt = torch.from_numpy(g).to(xt.device)
 
+    ours_amp, theirs_amp = autocasts(amp_dtype, device)
+
     def unet_fwd():
-        with unet.no_grad():
+        with unet.no_grad(), ours_amp():
             ours(xu)
 
     def unet_train():
         ours.zero_grad()
         xu_grad.grad = None
-        ours(xu_grad)[0].backward(gu)
+        with ours_amp():
+            y = ours(xu_grad)[0]
+        y.backward(gu)
 
     def torch_fwd():
-        with torch.no_grad():
+        with torch.no_grad(), theirs_amp():
             theirs(xt)
 
     def torch_train():
         theirs.zero_grad()
         xt_grad.grad = None
-        theirs(xt_grad)[0].backward(gt)
+        with theirs_amp():
+            y = theirs(xt_grad)[0]
+        y.backward(gt.to(y.dtype))
 
     sync = device_sync(device)
 
@@ -136,11 +142,11 @@ def rnn_machine_info(device):
     return info
 
 
-def run(device, dtype, repeats, warmup, shapes):
+def run(device, dtype, repeats, warmup, shapes, amp_dtype=None):
     rng = np.random.default_rng(0)
     results = []
     for cell, hidden, inputs, batch, steps, source, tier in shapes:
-        fns, sync = candidates(cell, hidden, inputs, batch, steps, dtype, device, rng)
+        fns, sync = candidates(cell, hidden, inputs, batch, steps, dtype, device, rng, amp_dtype)
         # forward: the input GEMM and the recurrent GEMMs, 2 flops per multiply-add;
         # training counts 3x forward (backward: gradients of the inputs and of the weights)
         fwd_flops = 2.0 * steps * batch * GATES[cell] * hidden * (inputs + hidden)
@@ -171,16 +177,18 @@ def main(argv=None):
     parser = make_parser(__doc__, repeats=7, warmup=2)
     parser.add_argument("--full", action="store_true", default=bool(os.environ.get("UNET_BENCH_FULL")),
                         help="add the larger CPU shapes (or set UNET_BENCH_FULL=1, e.g. under run_all.py)")
+    add_amp_option(parser)
     args = parse_args(parser, argv)
     require_torch("bench_rnn")
 
-    results = run(args.device, args.dtype, args.repeats, args.warmup, selected_shapes(args.device, args.full))
+    results = run(args.device, args.dtype, args.repeats, args.warmup, selected_shapes(args.device, args.full),
+                  args.amp)
     print("ratio = unet time / torch time (below 1: unet faster)")
     if args.json:
         write_report(args.json, "rnn",
                      {"kernel": "rnn_forward / rnn_backward (one layer, one direction, whole sequence)"},
-                     {"device": args.device, "dtype": args.dtype, "repeats": args.repeats, "warmup": args.warmup,
-                      "full": args.full},
+                     {"device": args.device, "dtype": args.dtype, "amp": args.amp, "repeats": args.repeats,
+                      "warmup": args.warmup, "full": args.full},
                      rnn_machine_info(args.device), results)
 
 

@@ -45,8 +45,10 @@ for tool in memcheck racecheck initcheck synccheck; do
   step "sanitizer-$tool" compute-sanitizer --tool "$tool" --error-exitcode 99 "$PY" -c "$NO_POOL"
 done
 step bench "$PY" benchmarks/run_all.py --out "$WORK/bench" --device cuda
-# the tensor-core convolutions against cuDNN's, both under their autocast
+# the tensor-core convolutions and recurrent input projections against cuDNN, both
+# libraries under their autocast
 step bench-conv-bf16 "$PY" benchmarks/bench_conv.py --device cuda --amp bf16 --json "$WORK/bench/bench_conv_bf16.json"
+step bench-rnn-bf16 "$PY" benchmarks/bench_rnn.py --device cuda --amp bf16 --json "$WORK/bench/bench_rnn_bf16.json"
 
 REPORT="$DEST/gpu_check_$STAMP.json"
 WORK="$WORK" LOG="$LOG" REPORT="$REPORT" "$PY" - <<'PYEOF'

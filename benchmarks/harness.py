@@ -68,6 +68,26 @@ def add_cpu_time_option(parser):
                         help="one thread each, timed in process CPU seconds (for shared machines; CPU only)")
 
 
+def add_amp_option(parser):
+    parser.add_argument("--amp", choices=["bf16", "fp16"], default=None,
+                        help="run both libraries under their autocast (16-bit products, float32 sums)")
+
+
+def autocasts(amp_dtype, device):
+    """(unet's, torch's) autocast context factories for --amp (no-ops without it)."""
+    import contextlib
+
+    if not amp_dtype:
+        return contextlib.nullcontext, contextlib.nullcontext
+    import torch
+
+    from unet import amp
+
+    half = torch.bfloat16 if amp_dtype == "bf16" else torch.float16
+    device_type = "cuda" if device == "cuda" else "cpu"
+    return (lambda: amp.autocast(amp_dtype)), (lambda: torch.autocast(device_type=device_type, dtype=half))
+
+
 def clock_for(args, benchmark):
     """time.perf_counter; with --cpu-time, both libraries on one thread timed in process CPU
     seconds (re-executes the script with OMP_NUM_THREADS=1, which OpenMP reads at start-up)."""
