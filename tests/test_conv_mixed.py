@@ -25,6 +25,8 @@ CASES = [
     (32, 64, 28, 28, 128, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1), # the 128 x 128 tile in forward
     (1, 16, 5, 5, 32, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
     (2, 5, 11, 13, 7, 5, 3, (3, 2), (2, 2, 1, 1), (2, 1), 1),      # odd sizes: partial tiles everywhere
+    (4, 128, 64, 80, 8, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),   # the 128 x 128 tile in backward-data (up to 160 SMs)
+    (2, 512, 8, 8, 512, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),   # ... in backward-weight (up to 144 SMs); split K in the others
 ]
 
 
