@@ -282,7 +282,8 @@ void direct_gemm(int64_t M, int64_t N, int64_t K, const Operand& A, const uint16
                  int64_t ldb, float* C, int64_t ldc, int nt) {
 #if defined(__x86_64__) || defined(__i386__)
   const int64_t kp_max = ceil_div(std::min(K, KC), 2), n_tiles = ceil_div(N, 16);
-  auto a_pack = aligned_array<uint32_t>(nt * R * kp_max);  // before the region: nothing may throw there
+  // Allocate before the parallel region: nothing may throw inside it.
+  auto a_pack = aligned_array<uint32_t>(nt * R * kp_max);
 #pragma omp parallel num_threads(nt)
   {
     uint32_t* a_mine = a_pack.get() + thread_id() * R * kp_max;
