@@ -317,8 +317,10 @@ rng = np.random.default_rng(3)
 h = hashlib.sha256()
 for dtype in (np.float32, np.float16, ml_dtypes.bfloat16):
     # (1, 3, 9000, 600): a few rows, columns past one NC block and k past one KC slice, each
-    # thread packing its own B
-    for (P, M, N, K) in [(1, 300, 280, 600), (1, 7, 3000, 90), (40, 9, 17, 33), (1, 3, 9000, 600)]:
+    # thread packing its own B; (1, 400, 40, 1100): several row blocks, a narrow B that each
+    # thread packs for itself, three k slices
+    for (P, M, N, K) in [(1, 300, 280, 600), (1, 7, 3000, 90), (40, 9, 17, 33), (1, 3, 9000, 600),
+                         (1, 400, 40, 1100)]:
         for trans_a, trans_b in [(False, True), (True, False)]:
             a = rng.standard_normal((P, K, M) if trans_a else (P, M, K)).astype(dtype)
             b = rng.standard_normal((P, N, K) if trans_b else (P, K, N)).astype(dtype)

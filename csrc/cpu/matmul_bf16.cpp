@@ -342,9 +342,10 @@ void bf16_gemm(int64_t M, int64_t N, int64_t K, const uint16_t* a, int64_t lda, 
   const int64_t kp_max = ceil_div(std::min(K, KC), 2);
   const int64_t nc_max = round_up(std::min(N, NC), NR);
   // B packed by each thread for the panels it multiplies, a few at a time (a single row
-  // block: no thread waits for another), else by all threads together, one contiguous range
-  // of panels each, for all row blocks.
-  const bool b_private = n_iblocks == 1;
+  // block, or a B of at most kPrivatePanels panels, cheap to pack again per row block: no
+  // thread waits for another), else by all threads together, one contiguous range of panels
+  // each, for all row blocks (two barriers per k slice, which a long k makes many).
+  const bool b_private = n_iblocks == 1 || ceil_div(N, NR) <= kPrivatePanels;
 
   // Allocate before the parallel region: nothing may throw inside it. A shared B block, or
   // each thread's kPrivatePanels.
