@@ -317,8 +317,10 @@ rng = np.random.default_rng(3)
 h = hashlib.sha256()
 for dtype in (np.float32, np.float16, ml_dtypes.bfloat16):
     # (1, 3, 9000, 600): a few rows, columns past one NC block and k past one KC slice, each
-    # thread packing its own B
-    for (P, M, N, K) in [(1, 300, 280, 600), (1, 7, 3000, 90), (40, 9, 17, 33), (1, 3, 9000, 600)]:
+    # thread packing its own B; (1, 400, 40, 1100): several row blocks, a narrow B that each
+    # thread packs for itself, three k slices
+    for (P, M, N, K) in [(1, 300, 280, 600), (1, 7, 3000, 90), (40, 9, 17, 33), (1, 3, 9000, 600),
+                         (1, 400, 40, 1100)]:
         for trans_a, trans_b in [(False, True), (True, False)]:
             a = rng.standard_normal((P, K, M) if trans_a else (P, M, K)).astype(dtype)
             b = rng.standard_normal((P, N, K) if trans_b else (P, K, N)).astype(dtype)
@@ -385,6 +387,44 @@ def test_avx512_bf16_path_agrees_with_portable_path(tmp_path):
             err = np.abs(f64(f[key]) - f64(p[key]))
             assert np.all(err <= 1e-5 * f["s" + key[1:]] + 1e-30), key
             assert np.any(err > 0) or f[key].size < 100 or key[1] == "2", key  # really two paths
+
+
+_FEW_ROWS_SCRIPT = """
+import ml_dtypes, numpy as np
+from unet import _C
+rng = np.random.default_rng(6)
+out = {}
+# A C of at most 16 rows times B stored [K, N] reads B in place: 16-, 8- and 4-row tiles,
+# 16 columns each (a short last one), k slices of 512 (an odd last pair); each C also as the
+# first rows of a 17-row product, which packs B
+for i, (M, N, K, trans_a) in enumerate([(16, 2560, 2560, False), (16, 35, 1101, True), (9, 200, 513, False),
+                                        (8, 17, 3, True), (4, 1000, 1025, False), (1, 33, 1, False)]):
+    a = rng.standard_normal((K, 17) if trans_a else (17, K)).astype(ml_dtypes.bfloat16)
+    b = rng.standard_normal((K, N)).astype(ml_dtypes.bfloat16)
+    c, c17 = np.full((M, N), np.nan, np.float32), np.full((17, N), np.nan, np.float32)
+    _C.matmul(a[:, :M] if trans_a else a[:M], b, c, trans_a=trans_a)
+    _C.matmul(a, b, c17, trans_a=trans_a)
+    a64 = (a.T if trans_a else a)[:M].astype(np.float64)
+    out[f"c{i}"], out[f"p{i}"] = c, c17[:M]
+    out[f"r{i}"], out[f"s{i}"] = a64 @ b.astype(np.float64), np.abs(a64) @ np.abs(b.astype(np.float64))
+np.savez(PATH, **out)
+"""
+
+
+def test_few_rows_times_b_stored_k_by_n(tmp_path):
+    """The in-place reading of B: the same bits at 1 and 2 threads and as the packed path's
+    (the same sums in the same order), close to float64."""
+    if not fast_bf16():
+        pytest.skip("the AVX-512 BF16 kernel only")
+    one, two = tmp_path / "one.npz", tmp_path / "two.npz"
+    _run_script(_FEW_ROWS_SCRIPT.replace("PATH", repr(str(one))), OMP_NUM_THREADS="1")
+    _run_script(_FEW_ROWS_SCRIPT.replace("PATH", repr(str(two))), OMP_NUM_THREADS="2")
+    r1, r2 = np.load(one), np.load(two)
+    for i in range(6):
+        c = r1[f"c{i}"]
+        assert c.tobytes() == r2[f"c{i}"].tobytes(), i
+        assert c.tobytes() == r1[f"p{i}"].tobytes(), i
+        assert np.all(np.abs(f64(c) - r1[f"r{i}"]) <= 1e-5 * r1[f"s{i}"] + 1e-30), i
 
 
 # ---------------------------------------------------------------- validation ---------

@@ -4,7 +4,9 @@
 //     for each KC-deep slice of k          A block (MC rows) packed per thread
 //       for each MR x NR tile of C         micro-kernel: MR x 2 zmm accumulators
 //
-// and a C of few rows, as there, cut by columns, each thread packing its own B panels.
+// and a C of few rows, as there, cut by columns, each thread packing its own B panels. A C of
+// at most 16 rows times B stored [K, N] (h W for weights W [in, out]) is not packed at all:
+// see direct_gemm.
 //
 // Packing stores each operand as pairs of consecutive k (two bfloat16 in 32 bits), the unit
 // vdpbf16ps multiplies: acc[j] += a(i,k) b(k,j) + a(i,k+1) b(k+1,j) for 16 columns j at a
@@ -39,6 +41,10 @@ constexpr int64_t MC = 192;   // rows per A block (192 KiB per slice, in L2)
 // few rows that they pad less (M = 16: no padding instead of 8 rows); 4-row ones for M <= 4
 // (a decoder step), half the multiply-adds of an 8-row tile.
 constexpr int MR = 12, SHORT_MR = 8, TINY_MR = 4, NR = 32;
+// A C of at most this many rows times B stored [K, N] reads B where it lies (direct_gemm),
+// asking for its rows this many columns ahead.
+constexpr int DIRECT_MAX_M = 16;
+constexpr int64_t kDirectAhead = 64;
 // B panels a thread packs at a time for itself (C of one row block): 256 KiB, in L2.
 constexpr int64_t kPrivatePanels = 8;
 // How many pairs of k ahead the packer asks for the rows of B stored [K, N].
@@ -183,6 +189,7 @@ bool detect() {
   if (want == "avx2" || want == "generic") return false;
 #if defined(__x86_64__) || defined(__i386__)
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") &&
          __builtin_cpu_supports("avx512bf16");
 #else
   return false;
@@ -220,6 +227,83 @@ void multiply_panels(int64_t pairs, const uint32_t* a, int64_t m, const uint32_t
 #endif
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+// C[R x 16] (row stride ldc; its first m rows and n <= 16 columns, the rest neither read nor
+// written) = the sum over `pairs` of a's broadcast pairs (packed as by pack_pairs, R rows)
+// times the pairs of B's rows 2p and 2p + 1 (row stride ldb, from b), added to C's old
+// values when `accumulate`. The two rows of B are interleaved in a register by one word
+// permute; `odd_tail`: the last pair has its even row only. The same sums in the same order
+// as microkernel on packed B: both paths give the same bits.
+template <int R>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void direct_tile(
+    int64_t pairs, bool odd_tail, const uint32_t* a, const uint16_t* b, int64_t ldb, int64_t n,
+    int64_t m, float* c, int64_t ldc, bool accumulate) {
+  // word 2j: column j of the even row (first table), word 2j + 1: of the odd row (second)
+  const __m512i interleave = _mm512_set_epi16(
+      47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+      39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+  const __mmask16 cols = __mmask16((1u << std::min<int64_t>(n, 16)) - 1);
+  __m512 acc[R];
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
+  const int64_t full = odd_tail ? pairs - 1 : pairs;
+  for (int64_t p = 0; p < pairs; ++p, a += R) {
+    const uint16_t* even = b + 2 * p * ldb;
+    const uint16_t* odd = even + ldb;
+    // Both rows two 64-byte lines further on (four tiles on), into L2: B comes from memory
+    // in rows' short segments, which the hardware does not ask for soon enough.
+    _mm_prefetch(reinterpret_cast<const char*>(even + kDirectAhead), _MM_HINT_T1);
+    _mm_prefetch(reinterpret_cast<const char*>(odd + kDirectAhead), _MM_HINT_T1);
+    const __m256i e = _mm256_maskz_loadu_epi16(cols, even);
+    const __m256i o = p < full ? _mm256_maskz_loadu_epi16(cols, odd) : _mm256_setzero_si256();
+    const __m512bh bp = (__m512bh)_mm512_permutex2var_epi16(_mm512_zextsi256_si512(e), interleave,
+                                                            _mm512_zextsi256_si512(o));
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i)
+      acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)_mm512_set1_epi32(int(a[i])), bp);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+    if (i == m) break;
+    float* row = c + i * ldc;
+    if (accumulate) acc[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(cols, row), acc[i]);
+    _mm512_mask_storeu_ps(row, cols, acc[i]);
+  }
+}
+#endif
+
+// C = A B for M <= R and B stored [K, N] (b, row stride ldb). With so few rows each B
+// value serves M products only: packing B (reading and writing all of it once more) would
+// take as long as the products, so each thread reads its own columns of B straight from
+// B's rows instead, 16 at a time. Each thread packs A (R rows) per k slice for itself.
+// Slices of KC, each summed pair by pair and then added to C, as in the packed path.
+template <int R>
+void direct_gemm(int64_t M, int64_t N, int64_t K, const Operand& A, const uint16_t* b,
+                 int64_t ldb, float* C, int64_t ldc, int nt) {
+#if defined(__x86_64__) || defined(__i386__)
+  const int64_t kp_max = ceil_div(std::min(K, KC), 2), n_tiles = ceil_div(N, 16);
+  // Allocate before the parallel region: nothing may throw inside it.
+  auto a_pack = aligned_array<uint32_t>(nt * R * kp_max);
+#pragma omp parallel num_threads(nt)
+  {
+    uint32_t* a_mine = a_pack.get() + thread_id() * R * kp_max;
+    // Which thread computes a tile changes no result.
+    const int64_t t0 = n_tiles * thread_id() / nt, t1 = n_tiles * (thread_id() + 1) / nt;
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
+      pack_pairs(A, 0, M, pc, kc, R, a_mine);
+      for (int64_t tile = t0; tile < t1; ++tile) {
+        const int64_t j0 = tile * 16;
+        direct_tile<R>(ceil_div(kc, 2), kc % 2 != 0, a_mine, b + pc * ldb + j0, ldb, N - j0, M,
+                       C + j0, ldc, pc != 0);
+      }
+    }
+  }
+#else
+  (void)M, (void)N, (void)K, (void)A, (void)b, (void)ldb, (void)C, (void)ldc, (void)nt;
+#endif
+}
+
 }  // namespace
 
 bool bf16_kernel_available() {
@@ -242,6 +326,15 @@ void bf16_gemm(int64_t M, int64_t N, int64_t K, const uint16_t* a, int64_t lda, 
 
   const double flops = double(M) * double(N) * double(K);
   const int nt = flops < kParallelMinWork ? 1 : max_threads();
+  if (!trans_b && M <= DIRECT_MAX_M) {  // B stored [K, N]: see direct_gemm
+    if (M <= TINY_MR)
+      direct_gemm<TINY_MR>(M, N, K, A, b, ldb, C, ldc, nt);
+    else if (M <= SHORT_MR)
+      direct_gemm<SHORT_MR>(M, N, K, A, b, ldb, C, ldc, nt);
+    else
+      direct_gemm<DIRECT_MAX_M>(M, N, K, A, b, ldb, C, ldc, nt);
+    return;
+  }
   const int tile_rows = tile_rows_for(M);
   // Which thread computes a tile changes no result.
   const ThreadSplit work = split_work(M, N, nt, tile_rows, NR, MC, NC);
@@ -249,9 +342,10 @@ void bf16_gemm(int64_t M, int64_t N, int64_t K, const uint16_t* a, int64_t lda, 
   const int64_t kp_max = ceil_div(std::min(K, KC), 2);
   const int64_t nc_max = round_up(std::min(N, NC), NR);
   // B packed by each thread for the panels it multiplies, a few at a time (a single row
-  // block: no thread waits for another), else by all threads together, one contiguous range
-  // of panels each, for all row blocks.
-  const bool b_private = n_iblocks == 1;
+  // block, or a B of at most kPrivatePanels panels, cheap to pack again per row block: no
+  // thread waits for another), else by all threads together, one contiguous range of panels
+  // each, for all row blocks (two barriers per k slice, which a long k makes many).
+  const bool b_private = n_iblocks == 1 || ceil_div(N, NR) <= kPrivatePanels;
 
   // Allocate before the parallel region: nothing may throw inside it. A shared B block, or
   // each thread's kPrivatePanels.

@@ -8,8 +8,8 @@
 
 namespace unet::cpu {
 
-// Whether this CPU has AVX-512 BF16 and UNET_CPU_ISA (read once) does not ask for a
-// narrower ISA ("avx2" or "generic" select the portable path).
+// Whether this CPU has AVX-512 BF16 (and F, BW, VL) and UNET_CPU_ISA (read once) does not
+// ask for a narrower ISA ("avx2" or "generic" select the portable path).
 bool bf16_kernel_available();
 // "avx512bf16" or "generic": what bfloat16 matmul inputs run on.
 const char* bf16_kernel_isa();
