@@ -1,7 +1,8 @@
 """The index arithmetic of the tensor-core convolutions (csrc/cuda/conv_mma_problems.cuh), checked
-on the host: tests/cuda_host/conv_problems_check.cu sums each implicit GEMM through the problems'
-own table entries, loads and stores, and compares with the definition. Needs nvcc (not a GPU);
-the kernel around the problems (tiles, mma fragments) runs only in the GPU tests."""
+on the host: tests/cuda_host/conv_problems_check.cpp sums each implicit GEMM through the problems'
+own table entries, loads and stores, and compares with the definition. Built with the C++ compiler
+that built unet._C (no CUDA, no GPU); the kernel around the problems (tiles, mma fragments) runs
+only in the GPU tests."""
 import os
 import shutil
 import subprocess
@@ -22,16 +23,23 @@ CASES = [
 ]
 
 
+def _cxx():
+    """The C++ compiler: $CXX, else the first of c++, g++, clang++ on the PATH (one built unet._C)."""
+    names = [os.environ["CXX"].split()[0]] if os.environ.get("CXX") else []
+    for name in names + ["c++", "g++", "clang++"]:
+        if shutil.which(name):
+            return shutil.which(name)
+    raise RuntimeError("no C++ compiler found (set CXX)")
+
+
 @pytest.fixture(scope="module")
 def checker(tmp_path_factory):
-    nvcc = shutil.which("nvcc")
-    if nvcc is None:
-        pytest.skip("nvcc is not on the PATH")
     exe = str(tmp_path_factory.mktemp("conv_problems") / "conv_problems_check")
-    subprocess.run([nvcc, "-std=c++17", "-O1", "-I", os.path.join(ROOT, "csrc", "include"),
-                    "-I", os.path.join(ROOT, "csrc", "cuda"),
-                    os.path.join(ROOT, "tests", "cuda_host", "conv_problems_check.cu"), "-o", exe],
-                   check=True, capture_output=True, text=True)
+    build = subprocess.run([_cxx(), "-std=c++17", "-O1", "-I", os.path.join(ROOT, "csrc", "include"),
+                            "-I", os.path.join(ROOT, "csrc", "cuda"),
+                            os.path.join(ROOT, "tests", "cuda_host", "conv_problems_check.cpp"), "-o", exe],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
     return exe
 
 

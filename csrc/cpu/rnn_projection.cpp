@@ -10,20 +10,22 @@
 #include <string>
 #include <type_traits>
 
+#include "convert.h"
 #include "gemm.h"
 #include "matmul_bf16.h"
-#include "unet/half.h"
 #include "unet/matmul.h"
 
 namespace unet::cpu {
 namespace {
 
-// n float32 values rounded (to nearest even) to bfloat16.
+// n float32 values rounded (to nearest even) to bfloat16, in pieces of kChunk per thread.
+constexpr int64_t kChunk = int64_t(1) << 16;
 std::unique_ptr<uint16_t[]> bfloat16_copy(const float* src, int64_t n) {
   std::unique_ptr<uint16_t[]> dst(new uint16_t[n]);
   uint16_t* d = dst.get();
-#pragma omp parallel for simd schedule(static) if (n > (int64_t(1) << 18))
-  for (int64_t i = 0; i < n; ++i) d[i] = float_to_bfloat16(src[i]);
+#pragma omp parallel for schedule(static) if (n > 4 * kChunk)
+  for (int64_t i = 0; i < n; i += kChunk)
+    narrow(DType::BFloat16, src + i, i + kChunk < n ? kChunk : n - i, d + i);
   return dst;
 }
 

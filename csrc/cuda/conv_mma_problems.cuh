@@ -1,13 +1,13 @@
 // The three implicit GEMMs of the tensor-core convolutions (cuda/conv_mma.cu) as problems:
-// sizes, index-table entries, operand loads and output stores, with no CUDA in them, so that
-// a host program can check the index arithmetic against the definition
-// (tests/cuda_host/conv_problems_check.cu) on a machine without a GPU.
+// sizes, index-table entries, operand loads and output stores, in plain C++ (host and
+// device), so that a host program built with the C++ compiler checks the index arithmetic
+// against the definition (tests/cuda_host/conv_problems_check.cpp) on any machine.
 //
 #pragma once
 
 #include <cstdint>
 
-#include "conv_common.cuh"
+#include "conv_dims.h"
 #include "unet/activations.h"
 
 namespace unet::cuda {

@@ -1,8 +1,8 @@
 // Host check of the index arithmetic of the tensor-core convolutions
 // (csrc/cuda/conv_mma_problems.cuh) against the definition of the convolution: each
 // problem's GEMM is summed here in plain loops through its own table entries, loads and
-// stores, and compared with a direct convolution of the same 16-bit values. Built with nvcc
-// and run by tests/test_conv_mma_problems.py; no GPU is needed.
+// stores, and compared with a direct convolution of the same 16-bit values. Built with the
+// C++ compiler and run by tests/test_conv_mma_problems.py; no GPU or CUDA is needed.
 //
 //   conv_problems_check N C_in H W C_out KH KW sh sw pt pb pl pr dh dw groups
 // prints "ok" and exits 0, or prints the first mismatch and exits 1.
